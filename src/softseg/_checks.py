@@ -1,0 +1,161 @@
+"""Argument validation shared by every public entry point.
+
+Every check raises ``TypeError`` (wrong kind of object) or ``ValueError`` (right kind, wrong value)
+with a message that names the argument, what was seen and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+TargetKind = Literal["index", "dense"]
+
+ACTIVATIONS = ("softmax", "sigmoid", "none")
+REDUCTIONS = ("mean", "sum", "none")
+ACTIVE_CLASSES = ("all", "present")
+
+
+def _compiling() -> bool:
+    # Data-dependent checks (value ranges) would graph-break under torch.compile; skip them there.
+    return torch.compiler.is_compiling()
+
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {options}; got {value!r}")
+
+
+def check_number(
+    name: str, value: object, *, minimum: float | None = None, strict: bool = False
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite; got {value}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        bound = ">" if strict else ">="
+        raise ValueError(f"{name} must be {bound} {minimum}; got {value}")
+    return value
+
+
+def check_tensor(name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+    return value
+
+
+def check_input(input: object) -> Tensor:
+    """``input``: float (B, C, *spatial) with at least one spatial dimension."""
+    input = check_tensor("input", input)
+    if not input.is_floating_point():
+        raise TypeError(f"input must hold floating-point logits or probabilities; got dtype {input.dtype}")
+    if input.ndim < 3:
+        raise ValueError(
+            f"input must have shape (B, C, *spatial) with at least one spatial dimension; "
+            f"got shape {tuple(input.shape)}"
+        )
+    return input
+
+
+def target_kind(input: Tensor, target: object) -> TargetKind:
+    """Decide whether ``target`` holds class indices or class probabilities, and validate its shape.
+
+    Index targets: an integer dtype, shape (B, *spatial) or (B, 1, *spatial).
+    Dense targets: a float dtype, shape (B, C, *spatial) equal to the input's.
+    """
+    target = check_tensor("target", target)
+    shape, tshape = tuple(input.shape), tuple(target.shape)
+    index_shapes = (shape[:1] + shape[2:], shape[:1] + (1,) + shape[2:])
+    integral = not target.is_floating_point() and not target.is_complex() and target.dtype != torch.bool
+    expected = (
+        f"expected class indices of an integer dtype with shape {index_shapes[0]} or {index_shapes[1]}, "
+        f"or class probabilities of a float dtype with shape {shape}"
+    )
+    if integral and tshape in index_shapes:
+        return "index"
+    if target.is_floating_point() and tshape == shape:
+        return "dense"
+    if target.is_floating_point() and tshape in index_shapes:
+        raise TypeError(
+            f"target has the shape of class indices {tshape} but dtype {target.dtype}; {expected}. "
+            "Float labels are not truncated: convert them with .long() if they are indices"
+        )
+    if (integral or target.dtype == torch.bool) and tshape == shape:
+        raise TypeError(
+            f"target has the shape of class probabilities {tshape} but dtype {target.dtype}; {expected}. "
+            "Convert a one-hot target with .float()"
+        )
+    raise ValueError(f"target of shape {tshape} and dtype {target.dtype} does not fit input of shape {shape}; {expected}")
+
+
+def check_unit_interval(name: str, value: Tensor) -> None:
+    """Values must lie in [0, 1] (skipped under torch.compile)."""
+    if _compiling() or value.numel() == 0:
+        return
+    low, high = torch.aminmax(value.detach())
+    if bool(torch.isnan(low) | torch.isnan(high)):
+        raise ValueError(f"{name} must hold values in [0, 1]; found NaN")
+    if low.item() < 0 or high.item() > 1:
+        raise ValueError(f"{name} must hold values in [0, 1]; found values in [{low.item():.4g}, {high.item():.4g}]")
+
+
+def check_labels(labels: Tensor, num_classes: int, valid: Tensor | None, ignore_index: int | None) -> None:
+    """Index labels must lie in [0, num_classes) wherever they count (skipped under torch.compile)."""
+    if _compiling() or labels.numel() == 0:
+        return
+    counted = labels if valid is None else labels[valid]
+    if counted.numel() == 0:
+        return
+    low, high = int(counted.min()), int(counted.max())
+    if low < 0 or high >= num_classes:
+        ignore = f" (ignore_index={ignore_index} is excluded)" if ignore_index is not None else ""
+        raise ValueError(
+            f"target holds class index {low if low < 0 else high}; expected indices in "
+            f"[0, {num_classes - 1}]{ignore}"
+        )
+
+
+def check_mask(mask: object, input: Tensor) -> Tensor:
+    """``mask``: bool, shape (B, *spatial), (B, 1, *spatial) or (B, C, *spatial); True marks counted pixels.
+
+    Returned with a channel dimension, ready to broadcast against (B, C, *spatial).
+    """
+    mask = check_tensor("mask", mask)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = pixel counts); got dtype {mask.dtype}")
+    shape = tuple(input.shape)
+    spatial = shape[:1] + shape[2:]
+    if tuple(mask.shape) == spatial:
+        return mask.unsqueeze(1)
+    if tuple(mask.shape) in (shape[:1] + (1,) + shape[2:], shape):
+        return mask
+    raise ValueError(
+        f"mask must have shape {spatial}, {shape[:1] + (1,) + shape[2:]} or {shape}; got {tuple(mask.shape)}"
+    )
+
+
+def check_weight(weight: object, num_classes: int | None, *, include_background: bool) -> Tensor | None:
+    """Class weights: one non-negative finite number per scored class (length unchecked when num_classes is None)."""
+    if weight is None:
+        return None
+    if isinstance(weight, Tensor):
+        tensor = weight
+    elif isinstance(weight, Sequence) and not isinstance(weight, str):
+        tensor = torch.as_tensor(weight, dtype=torch.float64)
+    else:
+        raise TypeError(f"weight must be a 1-D tensor or a sequence of numbers; got {type(weight).__name__}")
+    if tensor.ndim != 1:
+        raise ValueError(f"weight must be 1-D, one value per class; got shape {tuple(tensor.shape)}")
+    if num_classes is not None and tensor.shape[0] != num_classes:
+        note = " (include_background=False: leave out class 0)" if not include_background else ""
+        raise ValueError(f"weight must have one value per scored class, {num_classes}{note}; got {tensor.shape[0]}")
+    if not _compiling() and (not bool(torch.isfinite(tensor).all()) or bool((tensor < 0).any())):
+        raise ValueError(f"weight must hold finite non-negative values; got {tensor.tolist()}")
+    return tensor

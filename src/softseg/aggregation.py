@@ -1,0 +1,110 @@
+"""Where the sums run and how per-class scores are averaged: global, image and class aggregation.
+
+DESIGN.md section 3. ``global`` pools tp, fp, fn over the batch and all pixels (one score per class,
+mIoU^D); ``image`` scores every (image, class) and averages over each image's active classes, then over
+images (mIoU^I); ``class`` scores every (image, class) and averages over the images where the class is
+active, then over classes (mIoU^C).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Literal, Union
+
+import torch
+from torch import Tensor
+
+from softseg._checks import ACTIVE_CLASSES, REDUCTIONS, check_choice, check_number
+from softseg.statistics import RegionStatistics
+
+Level = Literal["global", "image", "class"]
+Aggregation = Union[Level, Mapping[str, float]]
+LEVELS: tuple[str, ...] = ("global", "image", "class")
+
+
+def parse_aggregation(aggregation: object) -> dict[str, float]:
+    """``"global"``, ``"image"``, ``"class"`` or a mapping of levels to non-negative mixing weights."""
+    if isinstance(aggregation, str):
+        check_choice("aggregation", aggregation, LEVELS)
+        return {aggregation: 1.0}
+    if not isinstance(aggregation, Mapping) or not aggregation:
+        raise TypeError(
+            "aggregation must be 'global', 'image', 'class' or a non-empty mapping such as "
+            f"{{'image': 0.5, 'class': 0.5}}; got {aggregation!r}"
+        )
+    parts = {}
+    for level, weight in aggregation.items():
+        check_choice("aggregation key", level, LEVELS)
+        parts[level] = check_number(f"aggregation[{level!r}]", weight, minimum=0.0)
+    if sum(parts.values()) <= 0:
+        raise ValueError(f"aggregation weights must not all be zero; got {dict(aggregation)}")
+    return parts
+
+
+def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
+    # 0 where nothing is averaged; the where() keeps the gradient finite there.
+    positive = denominator > 0
+    return torch.where(positive, numerator / torch.where(positive, denominator, 1), 0)
+
+
+def aggregate(
+    stats: RegionStatistics,
+    entry_loss: Callable[[RegionStatistics], Tensor],
+    *,
+    aggregation: Aggregation = "global",
+    active_classes: str = "all",
+    presence_threshold: float = 0.01,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Score per (image, class) or per class with ``entry_loss`` and average as ``aggregation`` says.
+
+    With L the entry losses, a the active indicator and w the class weights (1 when ``weight`` is None):
+
+    - global: stats pooled over the batch; mean = sum_c w_c a_c L_c / sum_c w_c a_c.
+    - image: per image m_b = sum_c w_c a_bc L_bc / sum_c w_c a_bc; mean over images with an active class.
+    - class: per class m_c = sum_b a_bc L_bc / sum_b a_bc; weighted mean (w) over classes active in
+      at least one image.
+    - a mapping {level: k}: sum of k times each level's result.
+
+    Convention:
+        - ``active_classes="all"`` counts every class; ``"present"`` only those whose target max over the
+          aggregation set exceeds ``presence_threshold`` (the batch for global, the image otherwise).
+        - Nothing active: the mean is 0 (no NaN).
+        - ``reduction="sum"``: sum of w a L over entries. ``reduction="none"``: the tensor w a L itself,
+          shape (C,) for global, (B, C) for image and class (inactive entries are 0); a mixed
+          aggregation has no single such tensor and raises.
+    """
+    parts = parse_aggregation(aggregation)
+    check_choice("active_classes", active_classes, ACTIVE_CLASSES)
+    check_choice("reduction", reduction, REDUCTIONS)
+    threshold = check_number("presence_threshold", presence_threshold, minimum=0.0)
+    if reduction == "none" and len(parts) > 1:
+        raise ValueError(f"reduction='none' needs a single aggregation level; got the mix {parts}")
+
+    total = None
+    for level, mix in parts.items():
+        level_stats = stats.sum_images() if level == "global" else stats
+        losses = entry_loss(level_stats)
+        if active_classes == "all":
+            active = torch.ones_like(losses)
+        else:
+            active = (level_stats.target_max > threshold).to(losses.dtype)
+        class_weight = active.new_ones(losses.shape[-1]) if weight is None else weight.to(losses)
+        weighted = losses * active * class_weight
+        if reduction == "none":
+            return weighted[0] if level == "global" else weighted
+        if reduction == "sum":
+            value = weighted.sum()
+        elif level == "global":
+            value = _safe_divide(weighted.sum(), (active * class_weight).sum())
+        elif level == "image":
+            per_image = _safe_divide(weighted.sum(1), (active * class_weight).sum(1))
+            counted = ((active * class_weight).sum(1) > 0).to(losses.dtype)
+            value = _safe_divide((per_image * counted).sum(), counted.sum())
+        else:
+            per_class = _safe_divide((losses * active).sum(0), active.sum(0))
+            counted = (active.sum(0) > 0).to(losses.dtype) * class_weight
+            value = _safe_divide((per_class * counted).sum(), counted.sum())
+        total = mix * value if total is None else total + mix * value
+    return total

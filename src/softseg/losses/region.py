@@ -1,0 +1,344 @@
+r"""Tversky, Dice and Jaccard losses that are correct for soft labels: functions and thin modules.
+
+All three are one formula on the statistics engine (DESIGN.md section 2). With x the probabilities and
+y the target of one class, tp = sum min(x, y), fp = sum x - tp, fn = sum y - tp (norm 1), and
+
+    T = (tp + s) / (tp + alpha fp + beta fn + s),    loss = (1 - T) ** gamma   or   (-log T) ** gamma.
+
+On hard labels they equal the classic soft losses exactly; on soft labels they are zero exactly at
+x = y, where the classic forms are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from softseg._checks import (
+    ACTIVATIONS,
+    ACTIVE_CLASSES,
+    REDUCTIONS,
+    check_choice,
+    check_number,
+    check_weight,
+)
+from softseg.activation import Activation, activate
+from softseg.aggregation import Aggregation, aggregate, parse_aggregation
+from softseg.scores import power, tversky_index
+from softseg.statistics import RegionStatistics, region_statistics
+
+LOG_EPS = 1e-7  # floor of T inside -log T, so a prediction with no overlap gives a finite loss
+
+
+def tversky_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    activation: Activation = "softmax",
+    smooth: float = 0.0,
+    norm: int = 1,
+    gamma: float = 1.0,
+    log_loss: bool = False,
+    weight: Tensor | Sequence[float] | None = None,
+    include_background: bool = True,
+    aggregation: Aggregation = "global",
+    active_classes: str = "all",
+    presence_threshold: float = 0.01,
+    ignore_index: int | None = None,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Soft-label-correct Tversky loss.
+
+    .. math::
+
+        T_c = \frac{tp_c + s}{tp_c + \alpha\, fp_c + \beta\, fn_c + s},\qquad
+        \ell_c = (1 - T_c)^\gamma \ \text{or}\ (-\log T_c)^\gamma
+
+    with tp = sum min(x, y), fp = sum x - tp, fn = sum y - tp for ``norm=1`` (tp = <x, y>,
+    fp = ||x||^2 - tp, fn = ||y||^2 - tp for ``norm=2``). ``alpha`` weighs false positives, ``beta``
+    false negatives. On binary targets this is the classic soft Tversky loss; for any target in [0, 1]
+    the loss is 0 exactly where the prediction equals the target, also with ``smooth`` > 0.
+
+    Convention:
+        - ``input``: logits (B, C, \*spatial), any number of spatial dims, any float dtype. ``activation``
+          ``"softmax"`` (default, over C; needs C >= 2), ``"sigmoid"`` (multi-label, or binary with C = 1),
+          or ``"none"`` (``input`` holds probabilities in [0, 1]).
+        - ``target``: class indices (B, \*spatial) or (B, 1, \*spatial), integer dtype (with C = 1: 0/1
+          binary labels), never expanded to a dense one-hot; or class probabilities (B, C, \*spatial),
+          float dtype, values in [0, 1].
+        - Ignored pixels: ``ignore_index`` (index targets) and ``mask`` (bool, True = counts; (B, \*spatial),
+          (B, 1, \*spatial) or (B, C, \*spatial)) remove pixels from every sum.
+        - Sums run in float32 (float64 for float64 input); float16 and bfloat16 inputs are fine.
+        - ``aggregation``: ``"global"`` (default: sums over batch and pixels, one score per class),
+          ``"image"``, ``"class"`` or a mix such as ``{"image": 0.5, "class": 0.5}``; see
+          :func:`softseg.aggregation.aggregate`. ``active_classes`` ``"all"`` (default) or ``"present"``
+          (target max over the aggregation set > ``presence_threshold``).
+        - ``weight``: one non-negative value per scored class (without class 0 when
+          ``include_background=False``); the mean is weighted over active classes.
+        - Empty classes: nothing in prediction and target gives loss 0 with a finite gradient. Nothing
+          active gives 0. ``log_loss`` floors T at 1e-7.
+        - ``reduction``: ``"mean"`` (scalar), ``"sum"`` (scalar) or ``"none"``: per-class losses (C,) for
+          global aggregation, per-(image, class) losses (B, C) for image and class, weighted, with
+          inactive entries 0.
+
+    Example:
+        >>> x = torch.tensor([[[0.2, 0.7, 0.5]]])      # probabilities (B=1, C=1, N=3)
+        >>> y = torch.tensor([[[0.5, 0.5, 1.0]]])      # soft target
+        >>> tversky_loss(x, y, alpha=0.3, beta=0.7, activation="none")
+        tensor(0.3407)
+        >>> tversky_loss(y, y, alpha=0.3, beta=0.7, activation="none")
+        tensor(0.)
+    """
+    alpha, beta, smooth, gamma = _check_options(
+        alpha=alpha,
+        beta=beta,
+        activation=activation,
+        smooth=smooth,
+        norm=norm,
+        gamma=gamma,
+        log_loss=log_loss,
+        include_background=include_background,
+        aggregation=aggregation,
+        active_classes=active_classes,
+        presence_threshold=presence_threshold,
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
+    probs = activate(input, activation)
+    stats = region_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
+    if not include_background:
+        if stats.tp.shape[1] < 2:
+            raise ValueError(
+                "include_background=False drops class 0, but input has a single channel; "
+                "keep include_background=True for binary segmentation"
+            )
+        stats = RegionStatistics(*(s[:, 1:] for s in stats))
+    weight = check_weight(weight, stats.tp.shape[1], include_background=include_background)
+
+    def entry_loss(entry_stats: RegionStatistics) -> Tensor:
+        index = tversky_index(entry_stats, alpha=alpha, beta=beta, smooth=smooth)
+        loss = -torch.log(index.clamp_min(LOG_EPS)) if log_loss else 1 - index
+        return power(loss, gamma)
+
+    return aggregate(
+        stats,
+        entry_loss,
+        aggregation=aggregation,
+        active_classes=active_classes,
+        presence_threshold=presence_threshold,
+        weight=weight,
+        reduction=reduction,
+    )
+
+
+def dice_loss(input: Tensor, target: Tensor, **options) -> Tensor:
+    r"""Soft-label-correct Dice loss (Dice semimetric loss): :func:`tversky_loss` with alpha = beta = 1/2.
+
+    .. math::
+
+        \ell_c = 1 - \frac{2\,tp_c + 2s}{2\,tp_c + fp_c + fn_c + 2s}
+               = \frac{\|x - y\|_1}{\|x\|_1 + \|y\|_1}\quad (s = 0,\ \text{norm } 1)
+
+    Convention:
+        As :func:`tversky_loss` (logits (B, C, \*spatial); index or probability targets; softmax by
+        default; ``ignore_index``/``mask``; float32 sums; empty classes give 0; keyword-only options
+        except ``alpha`` and ``beta``).
+
+    Example:
+        >>> logits = torch.tensor([[[2.0, -1.0], [-2.0, 1.0]]])   # (B=1, C=2, N=2)
+        >>> labels = torch.tensor([[0, 1]])
+        >>> dice_loss(logits, labels)
+        tensor(0.0688)
+        >>> soft = torch.tensor([[[0.5, 0.0], [0.5, 1.0]]])
+        >>> dice_loss(soft, soft, activation="none")            # zero exactly at the soft target
+        tensor(0.)
+    """
+    _reject_tversky_weights("dice_loss", options)
+    return tversky_loss(input, target, alpha=0.5, beta=0.5, **options)
+
+
+def jaccard_loss(input: Tensor, target: Tensor, **options) -> Tensor:
+    r"""Soft-label-correct Jaccard (IoU) loss (Jaccard metric loss): :func:`tversky_loss` with alpha = beta = 1.
+
+    .. math::
+
+        \ell_c = 1 - \frac{tp_c + s}{tp_c + fp_c + fn_c + s}
+               = 1 - \frac{\sum_i \min(x_i, y_i)}{\sum_i \max(x_i, y_i)}\quad (s = 0,\ \text{norm } 1)
+
+    A metric on [0, 1]^n (symmetric, triangle inequality); equals 2 D / (1 + D) with D the Dice loss.
+
+    Convention:
+        As :func:`tversky_loss` (logits (B, C, \*spatial); index or probability targets; softmax by
+        default; ``ignore_index``/``mask``; float32 sums; empty classes give 0; keyword-only options
+        except ``alpha`` and ``beta``).
+
+    Example:
+        >>> x = torch.tensor([[[0.2, 0.7, 0.5]]])
+        >>> y = torch.tensor([[[0.5, 0.5, 1.0]]])
+        >>> jaccard_loss(x, y, activation="none")
+        tensor(0.4545)
+        >>> jaccard_loss(x, y, activation="none", log_loss=True)
+        tensor(0.6061)
+    """
+    _reject_tversky_weights("jaccard_loss", options)
+    return tversky_loss(input, target, alpha=1.0, beta=1.0, **options)
+
+
+def _check_options(
+    *,
+    alpha: float,
+    beta: float,
+    activation: str,
+    smooth: float,
+    norm: int,
+    gamma: float,
+    log_loss: bool,
+    include_background: bool,
+    aggregation: Aggregation,
+    active_classes: str,
+    presence_threshold: float,
+    ignore_index: int | None,
+    reduction: str,
+) -> tuple[float, float, float, float]:
+    """Validate every option that does not depend on the data; returns alpha, beta, smooth, gamma as floats."""
+    alpha = check_number("alpha", alpha, minimum=0.0)
+    beta = check_number("beta", beta, minimum=0.0)
+    if alpha + beta <= 0:
+        raise ValueError(f"alpha and beta must not both be 0 (the index would be 1 everywhere); got {alpha}, {beta}")
+    smooth = check_number("smooth", smooth, minimum=0.0)
+    gamma = check_number("gamma", gamma, minimum=0.0, strict=True)
+    check_choice("activation", activation, ACTIVATIONS)
+    if norm not in (1, 2) or isinstance(norm, bool):
+        raise ValueError(f"norm must be 1 or 2; got {norm!r}")
+    for name, flag in (("log_loss", log_loss), ("include_background", include_background)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool; got {type(flag).__name__}")
+    parts = parse_aggregation(aggregation)
+    check_choice("active_classes", active_classes, ACTIVE_CLASSES)
+    check_number("presence_threshold", presence_threshold, minimum=0.0)
+    check_choice("reduction", reduction, REDUCTIONS)
+    if reduction == "none" and len(parts) > 1:
+        raise ValueError(f"reduction='none' needs a single aggregation level; got the mix {parts}")
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    return alpha, beta, smooth, gamma
+
+
+def _reject_tversky_weights(name: str, options: dict) -> None:
+    fixed = sorted({"alpha", "beta"} & options.keys())
+    if fixed:
+        raise TypeError(f"{name} fixes alpha and beta; got {', '.join(fixed)} (use tversky_loss to set them)")
+
+
+class TverskyLoss(nn.Module):
+    r"""Module form of :func:`tversky_loss`; options are fixed at construction, keyword-only.
+
+    .. math::
+
+        \ell_c = \left(1 - \frac{tp_c + s}{tp_c + \alpha\, fp_c + \beta\, fn_c + s}\right)^\gamma
+
+    Convention:
+        As :func:`tversky_loss`. ``forward(input, target, mask=None)``. ``weight`` is stored as a buffer,
+        so it follows ``.to(device)`` and is saved in the state dict.
+
+    Example:
+        >>> loss = TverskyLoss(alpha=0.3, beta=0.7, activation="none")
+        >>> loss(torch.tensor([[[0.2, 0.7, 0.5]]]), torch.tensor([[[0.5, 0.5, 1.0]]]))
+        tensor(0.3407)
+    """
+
+    weight: Tensor | None
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        activation: Activation = "softmax",
+        smooth: float = 0.0,
+        norm: int = 1,
+        gamma: float = 1.0,
+        log_loss: bool = False,
+        weight: Tensor | Sequence[float] | None = None,
+        include_background: bool = True,
+        aggregation: Aggregation = "global",
+        active_classes: str = "all",
+        presence_threshold: float = 0.01,
+        ignore_index: int | None = None,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        self.options = dict(
+            alpha=alpha,
+            beta=beta,
+            activation=activation,
+            smooth=smooth,
+            norm=norm,
+            gamma=gamma,
+            log_loss=log_loss,
+            include_background=include_background,
+            aggregation=aggregation,
+            active_classes=active_classes,
+            presence_threshold=presence_threshold,
+            ignore_index=ignore_index,
+            reduction=reduction,
+        )
+        _check_options(**self.options)  # fail at construction, not at the first batch
+        if weight is not None:
+            weight = check_weight(weight, None, include_background=include_background).to(torch.float32)
+        self.register_buffer("weight", weight)
+
+    def forward(self, input: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+        return tversky_loss(input, target, weight=self.weight, mask=mask, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+
+
+class DiceLoss(TverskyLoss):
+    r"""Module form of :func:`dice_loss` (Tversky with alpha = beta = 1/2).
+
+    .. math::
+
+        \ell_c = \frac{\|x_c - y_c\|_1}{\|x_c\|_1 + \|y_c\|_1}\quad (s = 0,\ \text{norm } 1)
+
+    Convention:
+        As :func:`tversky_loss`, without ``alpha``/``beta``. ``forward(input, target, mask=None)``.
+
+    Example:
+        >>> loss = DiceLoss(aggregation="image", active_classes="present")
+        >>> logits = torch.zeros(2, 3, 4, 4)
+        >>> labels = torch.zeros(2, 4, 4, dtype=torch.long)
+        >>> loss(logits, labels)
+        tensor(0.5000)
+    """
+
+    def __init__(self, **options) -> None:
+        _reject_tversky_weights("DiceLoss", options)
+        super().__init__(alpha=0.5, beta=0.5, **options)
+
+
+class JaccardLoss(TverskyLoss):
+    r"""Module form of :func:`jaccard_loss` (Tversky with alpha = beta = 1).
+
+    .. math::
+
+        \ell_c = 1 - \frac{\sum_i \min(x_i, y_i)}{\sum_i \max(x_i, y_i)}\quad (s = 0,\ \text{norm } 1)
+
+    Convention:
+        As :func:`tversky_loss`, without ``alpha``/``beta``. ``forward(input, target, mask=None)``.
+
+    Example:
+        >>> loss = JaccardLoss(activation="none")
+        >>> loss(torch.tensor([[[0.2, 0.7, 0.5]]]), torch.tensor([[[0.5, 0.5, 1.0]]]))
+        tensor(0.4545)
+    """
+
+    def __init__(self, **options) -> None:
+        _reject_tversky_weights("JaccardLoss", options)
+        super().__init__(alpha=1.0, beta=1.0, **options)

@@ -1,0 +1,178 @@
+"""The one statistics engine: probabilities and a target to per-(image, class) tp, fp, fn.
+
+Every loss and metric in softseg is a function of these sums, so they are computed in exactly one place.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from softseg._checks import check_input, check_labels, check_mask, check_unit_interval, target_kind
+
+
+class RegionStatistics(NamedTuple):
+    """Per-(image, class) sufficient statistics, each of shape (B, C) in float32 or float64.
+
+    ``tp``, ``fp``, ``fn`` are the soft true positives, false positives and false negatives;
+    ``target_max`` is the largest target value over the counted pixels of each (image, class)
+    (0 where no pixel counts), used to decide which classes are present.
+    """
+
+    tp: Tensor
+    fp: Tensor
+    fn: Tensor
+    target_max: Tensor
+
+    def sum_images(self) -> RegionStatistics:
+        """Pool the images: sums of tp, fp, fn and max of ``target_max`` over the batch, shape (1, C)."""
+        return RegionStatistics(
+            self.tp.sum(0, keepdim=True),
+            self.fp.sum(0, keepdim=True),
+            self.fn.sum(0, keepdim=True),
+            # amax over an empty batch is undefined: nothing counted means no class is present.
+            self.target_max.amax(0, keepdim=True) if len(self.target_max) else self.tp.new_zeros(1, self.tp.shape[1]),
+        )
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; everything else (float16, bfloat16, float32) is summed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def region_statistics(
+    probs: Tensor,
+    target: Tensor,
+    *,
+    norm: int = 1,
+    ignore_index: int | None = None,
+    mask: Tensor | None = None,
+) -> RegionStatistics:
+    r"""Soft tp, fp, fn of every (image, class), the shared base of all losses and metrics.
+
+    With x the probabilities and y the target of one (image, class), summed over counted pixels i:
+
+    .. math::
+
+        \text{norm } 1:\quad tp = \sum_i \min(x_i, y_i),\quad fp = \sum_i x_i - tp,\quad fn = \sum_i y_i - tp
+
+        \text{norm } 2:\quad tp = \sum_i x_i y_i,\quad fp = \sum_i x_i^2 - tp,\quad fn = \sum_i y_i^2 - tp
+
+    For binary y both reduce to the classic products (tp = <x, y>, fp = <x, 1 - y>, fn = <1 - x, y>).
+    The norm-1 form is the one that stays correct for fractional y: fp = fn = 0 exactly when x = y.
+
+    Convention:
+        - ``probs``: (B, C, \*spatial) floating point, already activated (values in [0, 1], not checked
+          here: the losses check ``activation="none"`` inputs).
+        - ``target``: class indices (B, \*spatial) or (B, 1, \*spatial) of an integer dtype, never expanded
+          to a dense one-hot (gather and scatter_add); or class probabilities (B, C, \*spatial) of a float
+          dtype with values in [0, 1]. With C = 1 an index target is binary: 1 is the foreground of
+          channel 0, 0 the background.
+        - ``ignore_index`` (index targets only) and ``mask`` (bool, (B, \*spatial), (B, 1, \*spatial) or
+          (B, C, \*spatial), True = counts): ignored pixels leave every sum.
+        - Sums accumulate in float32 (float64 for float64 inputs) whatever the input dtype.
+        - An empty (image, class) has tp = fp = fn = 0 and ``target_max`` 0.
+
+    Example:
+        >>> probs = torch.tensor([[[0.2, 0.7, 0.5]]])          # (B=1, C=1, N=3)
+        >>> target = torch.tensor([[[0.5, 0.5, 1.0]]])
+        >>> stats = region_statistics(probs, target)
+        >>> [round(v.item(), 4) for v in (stats.tp, stats.fp, stats.fn)]
+        [1.2, 0.2, 0.8]
+        >>> labels = torch.tensor([[0, 1, 1]])                  # index target, two classes
+        >>> probs2 = torch.tensor([[[0.9, 0.2, 0.4], [0.1, 0.8, 0.6]]])
+        >>> region_statistics(probs2, labels).tp
+        tensor([[0.9000, 1.4000]])
+    """
+    probs = check_input(probs)
+    if norm not in (1, 2):
+        raise ValueError(f"norm must be 1 or 2; got {norm!r}")
+    kind = target_kind(probs, target)
+    if ignore_index is not None and kind == "dense":
+        raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    mask = None if mask is None else check_mask(mask, probs)
+    if kind == "index":
+        return _index_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
+    check_unit_interval("target", target)
+    return _dense_statistics(probs, target, norm=norm, mask=mask)
+
+
+def _dense_statistics(probs: Tensor, target: Tensor, *, norm: int, mask: Tensor | None) -> RegionStatistics:
+    acc = accumulation_dtype(probs.dtype)
+    dims = tuple(range(2, probs.ndim))
+    if norm == 1:
+        overlap, pred_mass, target_mass = torch.minimum(probs, target), probs, target
+    else:
+        overlap, pred_mass, target_mass = probs * target, probs.square(), target.square()
+    counted_target = target
+    if mask is not None:
+        overlap, pred_mass, target_mass = (t * mask for t in (overlap, pred_mass, target_mass))
+        counted_target = target * mask
+    tp = overlap.sum(dims, dtype=acc)
+    fp = pred_mass.sum(dims, dtype=acc) - tp
+    fn = target_mass.sum(dims, dtype=acc) - tp
+    has_pixels = math.prod(probs.shape[2:]) > 0
+    target_max = counted_target.detach().amax(dims).to(acc) if has_pixels else torch.zeros_like(tp)
+    return RegionStatistics(tp, fp, fn, target_max)
+
+
+def _index_statistics(
+    probs: Tensor, target: Tensor, *, norm: int, ignore_index: int | None, mask: Tensor | None
+) -> RegionStatistics:
+    acc = accumulation_dtype(probs.dtype)
+    batch, channels = probs.shape[:2]
+    labels = target.reshape(batch, -1)
+    flat = probs.reshape(batch, channels, -1)
+    valid = None
+    if ignore_index is not None:
+        valid = labels != ignore_index
+    if mask is not None:
+        # A per-class mask makes the counted pixels differ between classes: reduce it per pixel only
+        # when it has one channel; otherwise it is applied per class below.
+        pixel_mask = mask.reshape(batch, mask.shape[1], -1)
+        if pixel_mask.shape[1] == 1:
+            valid = pixel_mask[:, 0] if valid is None else valid & pixel_mask[:, 0]
+            mask = None
+        else:
+            mask = pixel_mask
+    check_labels(labels, max(channels, 2), valid, ignore_index)
+    weight = None if valid is None else valid.to(acc)
+
+    if channels == 1:
+        # Binary: label 1 is the foreground of the single channel (a C = 1 mask is a pixel mask, folded above).
+        x = flat[:, 0]
+        foreground = labels == 1
+        if valid is not None:
+            foreground = foreground & valid
+        count = foreground.sum(-1, dtype=acc).unsqueeze(1)
+        tp = (x * foreground).sum(-1, dtype=acc).unsqueeze(1)
+        mass = x.square() if norm == 2 else x
+        pred_mass = (mass if weight is None else mass * weight).sum(-1, dtype=acc).unsqueeze(1)
+        return RegionStatistics(tp, pred_mass - tp, count - tp, (count > 0).to(acc))
+
+    safe_labels = labels if valid is None else labels.masked_fill(~valid, 0)
+    # Probability of the labelled class at every pixel: the only place hard labels touch the probabilities.
+    picked = flat.gather(1, safe_labels.unsqueeze(1)).squeeze(1).to(acc)
+    if weight is not None:
+        picked = picked * weight
+    if mask is None:
+        tp = torch.zeros(batch, channels, dtype=acc, device=probs.device).scatter_add_(1, safe_labels, picked)
+        ones = torch.ones_like(picked) if weight is None else weight
+        count = torch.zeros(batch, channels, dtype=acc, device=probs.device).scatter_add_(1, safe_labels, ones)
+        mass = flat.square() if norm == 2 else flat
+        pred_mass = mass.sum(-1, dtype=acc) if weight is None else (mass * weight.unsqueeze(1)).sum(-1, dtype=acc)
+    else:
+        # Per-class mask: fall back to a one-hot of the labels (bool, not of the logits' dtype).
+        one_hot = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, safe_labels.unsqueeze(1), True)
+        counted = mask if valid is None else mask & valid.unsqueeze(1)
+        hit = one_hot & counted
+        tp = (flat * hit).sum(-1, dtype=acc)
+        count = hit.sum(-1, dtype=acc)
+        mass = flat.square() if norm == 2 else flat
+        pred_mass = (mass * counted).sum(-1, dtype=acc)
+    return RegionStatistics(tp, pred_mass - tp, count - tp, (count > 0).to(acc))
