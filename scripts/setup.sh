@@ -12,6 +12,6 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] || [ "$0" -nt "$
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     # The pin keeps pip on the CPU wheel; the package itself only asks for torch>=2.2.
     "$venv/bin/python" -m pip install --quiet "torch==2.13.0"
-    "$venv/bin/python" -m pip install --quiet -e "$root[test]"
+    "$venv/bin/python" -m pip install --quiet -e "$root[cli,test]"
     touch "$stamp"
 fi
