@@ -5,26 +5,61 @@ The layers, bottom to top:
 - :mod:`softseg.statistics`: the one engine, probabilities + target -> tp, fp, fn per (image, class);
 - :mod:`softseg.scores`: Tversky/Dice/Jaccard index of those statistics;
 - :mod:`softseg.aggregation`: global, image and class averaging over active classes;
-- :mod:`softseg.losses`: the losses, each a function and a thin module.
+- :mod:`softseg.losses`: the losses, each a function and a thin module;
+- :mod:`softseg.metrics`: torchmetrics classes and functions over the same statistics;
+- :mod:`softseg.labels`: making soft targets (smoothing, raters, distillation, deep supervision);
+- :mod:`softseg.compat`: drop-in replacements for MONAI's and smp's losses;
+- :mod:`softseg.distributed`: statistics summed over the process group for data-parallel training.
 """
+
+import importlib
 
 from softseg.activation import activate
 from softseg.aggregation import aggregate
-from softseg.losses import DiceLoss, JaccardLoss, TverskyLoss, dice_loss, jaccard_loss, tversky_loss
+from softseg.losses import (
+    DiceCELoss,
+    DiceLoss,
+    FocalLoss,
+    JaccardLoss,
+    RegionCELoss,
+    TverskyLoss,
+    dice_ce_loss,
+    dice_loss,
+    focal_loss,
+    jaccard_loss,
+    region_ce_loss,
+    tversky_loss,
+)
 from softseg.scores import tversky_index
-from softseg.statistics import RegionStatistics, region_statistics
+from softseg.statistics import RegionStatistics, logit_statistics, region_statistics
 
 __version__ = "0.1.0"
 
+# Loaded on first use, so that `import softseg` for a loss does not import torchmetrics or scipy.
+_SUBPACKAGES = ("compat", "distributed", "labels", "metrics")
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"softseg.{name}")
+    raise AttributeError(f"module 'softseg' has no attribute {name!r}")
+
 __all__ = [
+    "DiceCELoss",
     "DiceLoss",
+    "FocalLoss",
     "JaccardLoss",
+    "RegionCELoss",
     "RegionStatistics",
     "TverskyLoss",
     "activate",
     "aggregate",
+    "dice_ce_loss",
     "dice_loss",
+    "focal_loss",
     "jaccard_loss",
+    "logit_statistics",
+    "region_ce_loss",
     "region_statistics",
     "tversky_index",
     "tversky_loss",

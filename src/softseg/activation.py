@@ -18,6 +18,10 @@ def activate(input: Tensor, activation: Activation) -> Tensor:
     - ``"sigmoid"``: independent classes (multi-label), or binary with one channel.
     - ``"none"``: ``input`` already holds probabilities; values outside [0, 1] are an error.
 
+    Convention:
+        - ``input``: (B, C, \*spatial), floating point; the result has the same shape and dtype.
+        - Every pixel is activated: ignored pixels are removed later, in the statistics.
+
     Example:
         >>> import torch
         >>> activate(torch.zeros(1, 2, 3), "softmax")[0, :, 0]

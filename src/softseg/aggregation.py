@@ -74,6 +74,23 @@ def aggregate(
         - ``reduction="sum"``: sum of w a L over entries. ``reduction="none"``: the tensor w a L itself,
           shape (C,) for global, (B, C) for image and class (inactive entries are 0); a mixed
           aggregation has no single such tensor and raises.
+        - ``stats`` come from :func:`softseg.region_statistics` (activation and ignored pixels are settled
+          there); ``weight``: one value per class of ``stats``, or None.
+
+    Example:
+        >>> from softseg.scores import tversky_index
+        >>> stats = RegionStatistics(                      # 2 images, 2 classes; class 1 absent in image 1
+        ...     tp=torch.tensor([[1.0, 1.0], [1.0, 0.0]]), fp=torch.tensor([[0.0, 1.0], [0.0, 2.0]]),
+        ...     fn=torch.zeros(2, 2), target_max=torch.tensor([[1.0, 1.0], [1.0, 0.0]]))
+        >>> def dice(s):
+        ...     return 1 - tversky_index(s, alpha=0.5, beta=0.5)
+        >>> aggregate(stats, dice, aggregation="image", reduction="none")
+        tensor([[0.0000, 0.3333],
+                [0.0000, 1.0000]])
+        >>> aggregate(stats, dice, aggregation="image")                          # (1/6 + 1/2) / 2
+        tensor(0.3333)
+        >>> aggregate(stats, dice, aggregation="image", active_classes="present")  # (1/6 + 0) / 2
+        tensor(0.0833)
     """
     parts = parse_aggregation(aggregation)
     check_choice("active_classes", active_classes, ACTIVE_CLASSES)

@@ -8,11 +8,27 @@ from torch import Tensor
 from softseg.statistics import RegionStatistics
 
 
-def tversky_index(stats: RegionStatistics, *, alpha: float, beta: float, smooth: float = 0.0) -> Tensor:
-    r"""T = (tp + s) / (tp + alpha fp + beta fn + s) for every entry of ``stats``.
+def tversky_index(
+    stats: RegionStatistics,
+    *,
+    alpha: float,
+    beta: float,
+    smooth: float = 0.0,
+    smooth_denominator: float | None = None,
+) -> Tensor:
+    r"""T = (tp + s) / (tp + alpha fp + beta fn + s_d) for every entry of ``stats``, s_d = s unless given.
 
     alpha = beta = 1/2 is Dice, alpha = beta = 1 is Jaccard (IoU). An entry with an empty prediction and
-    an empty target (denominator 0) scores 1, with a zero, finite gradient.
+    an empty target (denominator 0) scores 1, with a zero, finite gradient. ``smooth_denominator`` exists
+    for peers with separate numerator and denominator terms (MONAI's smooth_nr, smooth_dr); with
+    s_d != s the loss at the target is no longer 0.
+
+    Convention:
+        - ``stats``: :class:`~softseg.statistics.RegionStatistics` of any shape ((B, C) per image, (1, C)
+          pooled); the result has that shape and dtype. ``alpha``, ``beta``, ``smooth`` >= 0, keyword-only,
+          unchecked here (the losses validate them).
+        - Activation and ignored pixels are settled before, in the statistics.
+        - Empty entry (tp = fp = fn = 0, s = 0): 1, so its loss 1 - T is 0, with a zero gradient.
 
     Example:
         >>> stats = RegionStatistics(*(torch.tensor([[v]]) for v in (1.2, 0.2, 0.8, 1.0)))
@@ -20,9 +36,11 @@ def tversky_index(stats: RegionStatistics, *, alpha: float, beta: float, smooth:
         tensor([[0.5455]])
     """
     numerator = stats.tp + smooth
-    denominator = stats.tp + alpha * stats.fp + beta * stats.fn + smooth
-    positive = denominator > 0
-    return torch.where(positive, numerator / torch.where(positive, denominator, 1), 1)
+    smooth_denominator = smooth if smooth_denominator is None else smooth_denominator
+    denominator = stats.tp + alpha * stats.fp + beta * stats.fn + smooth_denominator
+    # != 0 rather than > 0: with inputs outside [0, 1] (MONAI's other_act=torch.tanh) the ratio stays defined.
+    nonzero = denominator != 0
+    return torch.where(nonzero, numerator / torch.where(nonzero, denominator, 1), 1)
 
 
 def power(value: Tensor, gamma: float) -> Tensor:

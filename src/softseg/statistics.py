@@ -15,11 +15,23 @@ from softseg._checks import check_input, check_labels, check_mask, check_unit_in
 
 
 class RegionStatistics(NamedTuple):
-    """Per-(image, class) sufficient statistics, each of shape (B, C) in float32 or float64.
+    r"""Per-(image, class) sufficient statistics, each of shape (B, C) in float32 or float64.
 
     ``tp``, ``fp``, ``fn`` are the soft true positives, false positives and false negatives;
     ``target_max`` is the largest target value over the counted pixels of each (image, class)
-    (0 where no pixel counts), used to decide which classes are present.
+    (0 where no pixel counts), used to decide which classes are present. For norm 1,
+    tp = sum min(x, y), fp = sum x - tp, fn = sum y - tp (see :func:`region_statistics`).
+
+    Convention:
+        - Four tensors of shape (B, C) (or (1, C) after :meth:`sum_images`), float32 whatever the input
+          dtype, float64 for float64 input; produced by :func:`region_statistics`, which settles the
+          activation, index or dense targets and ignored pixels.
+        - An empty (image, class) is all zeros.
+
+    Example:
+        >>> stats = RegionStatistics(*(torch.tensor([[1.0, 0.0], [2.0, 0.5]]) for _ in range(4)))
+        >>> stats.sum_images().tp
+        tensor([[3.0000, 0.5000]])
     """
 
     tp: Tensor
@@ -88,7 +100,7 @@ def region_statistics(
         tensor([[0.9000, 1.4000]])
     """
     probs = check_input(probs)
-    if norm not in (1, 2):
+    if isinstance(norm, bool) or norm not in (1, 2):
         raise ValueError(f"norm must be 1 or 2; got {norm!r}")
     kind = target_kind(probs, target)
     if ignore_index is not None and kind == "dense":
@@ -126,15 +138,17 @@ def _index_statistics(
 ) -> RegionStatistics:
     acc = accumulation_dtype(probs.dtype)
     batch, channels = probs.shape[:2]
-    labels = target.reshape(batch, -1)
-    flat = probs.reshape(batch, channels, -1)
+    pixels = math.prod(probs.shape[2:])  # explicit: reshape(0, -1) is ambiguous for an empty batch
+    # int64 for gather/scatter (uint8 label maps are common); lossless, the values are checked below.
+    labels = target.reshape(batch, pixels).long()
+    flat = probs.reshape(batch, channels, pixels)
     valid = None
     if ignore_index is not None:
         valid = labels != ignore_index
     if mask is not None:
         # A per-class mask makes the counted pixels differ between classes: reduce it per pixel only
         # when it has one channel; otherwise it is applied per class below.
-        pixel_mask = mask.reshape(batch, mask.shape[1], -1)
+        pixel_mask = mask.reshape(batch, mask.shape[1], pixels)
         if pixel_mask.shape[1] == 1:
             valid = pixel_mask[:, 0] if valid is None else valid & pixel_mask[:, 0]
             mask = None
@@ -176,3 +190,41 @@ def _index_statistics(
         mass = flat.square() if norm == 2 else flat
         pred_mass = (mass * counted).sum(-1, dtype=acc)
     return RegionStatistics(tp, pred_mass - tp, count - tp, (count > 0).to(acc))
+
+
+def logit_statistics(
+    input: Tensor,
+    target: Tensor,
+    *,
+    activation: str = "softmax",
+    norm: int = 1,
+    ignore_index: int | None = None,
+    mask: Tensor | None = None,
+) -> RegionStatistics:
+    r"""The statistics of :func:`region_statistics` for ``activation(input)``, computed from the logits.
+
+    Same formula, values and gradients as ``region_statistics(activate(input, activation), target, ...)``
+    (tp = sum min(x, y), fp = sum x - tp, fn = sum y - tp for norm 1; products for norm 2), but softmax
+    and sigmoid run fused and block by block (:mod:`softseg.kernels`): the probabilities are never held
+    at the logits' size and backward recomputes them from the logits, so it is faster and needs less
+    memory. Other cases (``activation="none"``, inside ``torch.compile``, a target that requires a
+    gradient, a per-class mask on an index target) take the reference path.
+
+    Convention:
+        - ``input``: logits (B, C, \*spatial), any float dtype (float32 sums); ``activation``
+          ``"softmax"`` (C >= 2), ``"sigmoid"`` or ``"none"`` (probabilities in [0, 1]).
+        - ``target``, ``ignore_index``, ``mask``, empty classes: as :func:`region_statistics`.
+        - The fused path is differentiable once (no double backward).
+
+    Example:
+        >>> logits = torch.tensor([[[2.0, -1.0, 0.0], [-2.0, 1.0, 0.0]]])   # (B=1, C=2, N=3)
+        >>> labels = torch.tensor([[0, 1, 1]])
+        >>> logit_statistics(logits, labels).tp
+        tensor([[0.9820, 1.3808]])
+        >>> region_statistics(logits.softmax(1), labels).tp             # the reference path
+        tensor([[0.9820, 1.3808]])
+    """
+    from softseg.kernels import fused_statistics  # the kernels build on this module
+
+    stats, _ = fused_statistics(input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask)
+    return stats

@@ -24,10 +24,11 @@ from softseg._checks import (
     check_number,
     check_weight,
 )
-from softseg.activation import Activation, activate
+from softseg.activation import Activation
 from softseg.aggregation import Aggregation, aggregate, parse_aggregation
+from softseg.distributed import check_distributed_options, sync_statistics
 from softseg.scores import power, tversky_index
-from softseg.statistics import RegionStatistics, region_statistics
+from softseg.statistics import RegionStatistics, logit_statistics
 
 LOG_EPS = 1e-7  # floor of T inside -log T, so a prediction with no overlap gives a finite loss
 
@@ -51,6 +52,8 @@ def tversky_loss(
     ignore_index: int | None = None,
     mask: Tensor | None = None,
     reduction: str = "mean",
+    distributed: bool = False,
+    process_group: torch.distributed.ProcessGroup | None = None,
 ) -> Tensor:
     r"""Soft-label-correct Tversky loss.
 
@@ -85,6 +88,13 @@ def tversky_loss(
         - ``reduction``: ``"mean"`` (scalar), ``"sum"`` (scalar) or ``"none"``: per-class losses (C,) for
           global aggregation, per-(image, class) losses (B, C) for image and class, weighted, with
           inactive entries 0.
+        - ``distributed=True``: under data parallelism the statistics of every rank of ``process_group``
+          (``None``: the default group, which must be initialised) are combined before aggregating
+          (:func:`softseg.distributed.sync_statistics`), so every rank gets the loss of the concatenated
+          batch: global sums and image/class means run over all images of all ranks (uneven and empty
+          slices allowed; ``reduction="none"`` gives the rows of all ranks). Rank r's logits receive N
+          times their slice of the single-process gradient; DDP's averaging over N ranks makes the
+          parameter gradient equal to the single-process one.
 
     Example:
         >>> x = torch.tensor([[[0.2, 0.7, 0.5]]])      # probabilities (B=1, C=1, N=3)
@@ -108,9 +118,69 @@ def tversky_loss(
         presence_threshold=presence_threshold,
         ignore_index=ignore_index,
         reduction=reduction,
+        distributed=distributed,
+        process_group=process_group,
     )
-    probs = activate(input, activation)
-    stats = region_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
+    # Fused from the logits (same values and gradients as activate + region_statistics, less time and memory).
+    stats = logit_statistics(
+        input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask
+    )
+    return loss_from_statistics(
+        stats,
+        alpha=alpha,
+        beta=beta,
+        smooth=smooth,
+        gamma=gamma,
+        log_loss=log_loss,
+        weight=weight,
+        include_background=include_background,
+        aggregation=aggregation,
+        active_classes=active_classes,
+        presence_threshold=presence_threshold,
+        reduction=reduction,
+        distributed=distributed,
+        process_group=process_group,
+    )
+
+
+def loss_from_statistics(
+    stats: RegionStatistics,
+    *,
+    alpha: float,
+    beta: float,
+    smooth: float,
+    gamma: float,
+    log_loss: bool,
+    weight: Tensor | Sequence[float] | None,
+    include_background: bool,
+    aggregation: Aggregation,
+    active_classes: str,
+    presence_threshold: float,
+    reduction: str,
+    distributed: bool = False,
+    process_group: torch.distributed.ProcessGroup | None = None,
+) -> Tensor:
+    r"""The second half of :func:`tversky_loss`: statistics (B, C) to the aggregated loss.
+
+    .. math::
+
+        \ell = \mathrm{aggregate}_{b, c}\Big(\big(1 - \tfrac{tp + s}{tp + \alpha fp + \beta fn + s}\big)^\gamma\Big)
+
+    Shared with the compound losses (:mod:`softseg.losses.compound`), which compute the statistics
+    together with the cross-entropy.
+
+    Convention:
+        ``stats`` from :func:`softseg.statistics.logit_statistics` or ``region_statistics``, (B, C) each;
+        the options as in :func:`tversky_loss`, already validated by the caller (``weight`` is checked
+        here, against the scored classes).
+
+    Example:
+        >>> stats = RegionStatistics(*(torch.tensor([[v]]) for v in (1.2, 0.2, 0.8, 1.0)))
+        >>> loss_from_statistics(stats, alpha=1.0, beta=1.0, smooth=0.0, gamma=1.0, log_loss=False,
+        ...     weight=None, include_background=True, aggregation="global", active_classes="all",
+        ...     presence_threshold=0.01, reduction="mean")
+        tensor(0.4545)
+    """
     if not include_background:
         if stats.tp.shape[1] < 2:
             raise ValueError(
@@ -118,6 +188,8 @@ def tversky_loss(
                 "keep include_background=True for binary segmentation"
             )
         stats = RegionStatistics(*(s[:, 1:] for s in stats))
+    if distributed:
+        stats = sync_statistics(stats, levels=parse_aggregation(aggregation), process_group=process_group)
     weight = check_weight(weight, stats.tp.shape[1], include_background=include_background)
 
     def entry_loss(entry_stats: RegionStatistics) -> Tensor:
@@ -204,6 +276,8 @@ def _check_options(
     presence_threshold: float,
     ignore_index: int | None,
     reduction: str,
+    distributed: bool = False,
+    process_group: torch.distributed.ProcessGroup | None = None,
 ) -> tuple[float, float, float, float]:
     """Validate every option that does not depend on the data; returns alpha, beta, smooth, gamma as floats."""
     alpha = check_number("alpha", alpha, minimum=0.0)
@@ -226,6 +300,7 @@ def _check_options(
         raise ValueError(f"reduction='none' needs a single aggregation level; got the mix {parts}")
     if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
         raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    check_distributed_options(distributed, process_group)
     return alpha, beta, smooth, gamma
 
 
@@ -271,6 +346,8 @@ class TverskyLoss(nn.Module):
         presence_threshold: float = 0.01,
         ignore_index: int | None = None,
         reduction: str = "mean",
+        distributed: bool = False,
+        process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -287,6 +364,8 @@ class TverskyLoss(nn.Module):
             presence_threshold=presence_threshold,
             ignore_index=ignore_index,
             reduction=reduction,
+            distributed=distributed,
+            process_group=process_group,
         )
         _check_options(**self.options)  # fail at construction, not at the first batch
         if weight is not None:

@@ -1,0 +1,516 @@
+r"""Time and memory of softseg's losses against their peers, one fresh process per configuration.
+
+Workloads (float32 logits, forward + backward; the issue's W1-W5):
+
+- ``W1``: 3D multi-class, logits (2, 14, 96, 96, 96), index target, softmax Dice.
+- ``W2``: 2D multi-class, logits (16, 21, 256, 256), index target, softmax Dice.
+- ``W3``: binary, logits (8, 1, 512, 512), 0/1 index target, sigmoid Dice.
+- ``W4-3d``, ``W4-2d``: W1 and W2 with dense soft targets (class probabilities).
+- ``W5-3d``, ``W5-2d``: Dice + cross-entropy on W1 and W2.
+
+Implementations: ``softseg`` (the fused path), ``softseg-unfused`` (activate + region_statistics, the
+reference path), ``monai`` (DiceLoss with ``soft_label=True``, DiceCELoss for W5), ``smp``
+(segmentation_models_pytorch's DiceLoss, where installed), ``torch-reference`` (the soft Dice formula
+in plain torch with a dense one-hot), and ``cross_entropy`` (``F.cross_entropy``; binary cross-entropy
+for W3), the baseline of every ratio.
+
+Method: each configuration runs in its own interpreter. It builds its inputs and runs one forward +
+backward (one-time costs: thread pools, lazy imports). Then it frees the gradient, hands the allocator's
+free memory back to the system (``malloc_trim``), records the resident set size (RSS), resets the
+kernel's peak-RSS mark (``/proc/self/clear_refs``), runs one forward + backward and reads the peak
+(``VmHWM``); "extra memory" is that peak minus the RSS before the step minus the logits' gradient, i.e.
+what the loss needs beyond the logits and their gradient. Then it runs ``--warmup`` untimed and
+``--repeats`` timed steps and reports the median wall time.
+
+The table's ratios are ``median time / median time of cross_entropy`` on the same workload and
+``extra peak memory / logits bytes``. ``main`` is the command line (``benchmarks/run.py``, ``softseg bench``);
+:func:`run_benchmark` returns the rows as dicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MONAI_REQUIREMENT = "monai>=1.6,<1.7"
+
+
+@dataclass(frozen=True)
+class Workload:
+    r"""One benchmark case: logits shape, target kind and loss family.
+
+    Convention:
+        ``shape`` is the logits' (B, C, \*spatial), float32; ``target`` ``"index"`` (class indices
+        (B, \*spatial), int64) or ``"dense"`` (class probabilities of the logits' shape); ``activation``
+        ``"softmax"`` or ``"sigmoid"``; ``compound``: Dice + cross-entropy instead of Dice.
+        :meth:`scaled` multiplies every spatial side by ``scale`` (at least 4 pixels).
+
+    Example:
+        >>> WORKLOADS["W1"].scaled(0.1).shape
+        (2, 14, 10, 10, 10)
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    target: str  # "index" or "dense"
+    activation: str  # "softmax" or "sigmoid"
+    compound: bool  # Dice + cross-entropy
+    description: str
+
+    def scaled(self, scale: float) -> Workload:
+        """The same case with every spatial side multiplied by ``scale`` (at least 4 pixels)."""
+        if scale == 1:
+            return self
+        spatial = tuple(max(4, round(side * scale)) for side in self.shape[2:])
+        return Workload(self.name, self.shape[:2] + spatial, self.target, self.activation, self.compound, self.description)
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in (
+        Workload("W1", (2, 14, 96, 96, 96), "index", "softmax", False, "3D multi-class, index target"),
+        Workload("W2", (16, 21, 256, 256), "index", "softmax", False, "2D multi-class, index target"),
+        Workload("W3", (8, 1, 512, 512), "index", "sigmoid", False, "binary, sigmoid"),
+        Workload("W4-3d", (2, 14, 96, 96, 96), "dense", "softmax", False, "W1 with dense soft targets"),
+        Workload("W4-2d", (16, 21, 256, 256), "dense", "softmax", False, "W2 with dense soft targets"),
+        Workload("W5-3d", (2, 14, 96, 96, 96), "index", "softmax", True, "Dice + CE on W1"),
+        Workload("W5-2d", (16, 21, 256, 256), "index", "softmax", True, "Dice + CE on W2"),
+    )
+}
+IMPLEMENTATIONS = ("softseg", "softseg-unfused", "monai", "smp", "torch-reference", "cross_entropy")
+QUICK_SCALE = 0.1
+
+
+# ------------------------------------------------------------------------------------------ losses
+
+
+def _inputs(workload: Workload, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(workload.shape, generator=gen).requires_grad_()
+    batch, channels, *spatial = workload.shape
+    if workload.target == "index":
+        target = torch.randint(0, max(channels, 2), (batch, *spatial), generator=gen)
+    else:
+        target = torch.rand(workload.shape, generator=gen)
+        target /= target.sum(1, keepdim=True)  # in place: no second tensor of the logits' size
+    return logits, target
+
+
+def _one_hot(target: torch.Tensor, channels: int) -> torch.Tensor:
+    if channels == 1:
+        return target.unsqueeze(1).float()
+    return F.one_hot(target, channels).movedim(-1, 1).float()
+
+
+def _loss_function(workload: Workload, implementation: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss of ``implementation`` on ``workload``; ImportError when the peer is missing."""
+    channels = workload.shape[1]
+    act = workload.activation
+    if implementation == "softseg":
+        from softseg.losses.compound import dice_ce_loss
+        from softseg.losses.region import dice_loss
+
+        if workload.compound:
+            return lambda z, y: dice_ce_loss(z, y, activation=act)
+        return lambda z, y: dice_loss(z, y, activation=act)
+    if implementation == "softseg-unfused":
+        from softseg.activation import activate
+        from softseg.losses.region import loss_from_statistics
+        from softseg.statistics import region_statistics
+
+        def unfused(z, y):
+            stats = region_statistics(activate(z, act), y)
+            dice = loss_from_statistics(
+                stats, alpha=0.5, beta=0.5, smooth=0.0, gamma=1.0, log_loss=False, weight=None,
+                include_background=True, aggregation="global", active_classes="all", presence_threshold=0.01,
+                reduction="mean",
+            )
+            return dice + F.cross_entropy(z, y) if workload.compound else dice
+
+        return unfused
+    if implementation == "cross_entropy":
+        if act == "sigmoid":
+            return lambda z, y: F.binary_cross_entropy_with_logits(z, (y.unsqueeze(1) if y.ndim < z.ndim else y).float())
+        return lambda z, y: F.cross_entropy(z, y)
+    if implementation == "torch-reference":
+        # The soft Dice formula written out in plain torch: dense one-hot, sum min / sums, global mean.
+        def reference(z, y):
+            probs = z.sigmoid() if act == "sigmoid" else z.softmax(1)
+            dense = _one_hot(y, channels) if y.ndim < z.ndim else y
+            dims = (0, *range(2, z.ndim))
+            tp = torch.minimum(probs, dense).sum(dims)
+            dice = (1 - 2 * tp / (probs.sum(dims) + dense.sum(dims)).clamp_min(1e-12)).mean()
+            return dice + F.cross_entropy(z, y) if workload.compound else dice
+
+        return reference
+    if implementation == "monai":
+        monai_losses = importlib.import_module("monai.losses")
+        if workload.compound:  # DiceCELoss cannot pass soft_label (DESIGN.md section 6)
+            loss = monai_losses.DiceCELoss(softmax=True, to_onehot_y=True, batch=True)
+        elif act == "sigmoid":
+            loss = monai_losses.DiceLoss(sigmoid=True, soft_label=True, batch=True)
+        elif workload.target == "index":
+            loss = monai_losses.DiceLoss(softmax=True, to_onehot_y=True, soft_label=True, batch=True)
+        else:
+            loss = monai_losses.DiceLoss(softmax=True, soft_label=True, batch=True)
+        # MONAI wants index targets as (B, 1, *spatial) and, for sigmoid, float labels.
+        if workload.target == "index" and act == "sigmoid":
+            return lambda z, y: loss(z, y.unsqueeze(1).float())
+        if workload.target == "index":
+            return lambda z, y: loss(z, y.unsqueeze(1))
+        return loss
+    if implementation == "smp":
+        smp_losses = importlib.import_module("segmentation_models_pytorch.losses")
+        if workload.target == "dense" or workload.compound:
+            raise NotImplementedError("smp's multiclass DiceLoss takes index targets only and has no Dice + CE")
+        mode = "binary" if act == "sigmoid" else "multiclass"
+        loss = smp_losses.DiceLoss(mode, from_logits=True)
+        return lambda z, y: loss(z, y.unsqueeze(1).float() if mode == "binary" else y)
+    raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}; got {implementation!r}")
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM, the peak RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _release_free_memory() -> None:
+    """Hand memory that the allocator keeps after frees back to the system, so the next peak counts it."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the figure may then be lower than the true need
+        pass
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("VmHWM not found in /proc/self/status")
+
+
+def _measure(
+    workload: Workload, implementation: str, *, repeats: int, warmup: int, threads: int | None, memory: bool = True
+) -> dict:
+    """Run one configuration in this process: extra peak memory of the first step, median time of the rest.
+
+    ``memory=False`` skips the memory figure (it is only meaningful in a fresh process).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    row = {"workload": workload.name, "implementation": implementation, "shape": list(workload.shape)}
+    try:
+        loss_fn = _loss_function(workload, implementation)
+    except (ImportError, NotImplementedError) as error:
+        status = "not installed" if isinstance(error, ImportError) else "not supported"
+        return dict(row, status=status, note=str(error).splitlines()[0][:120])
+    logits, target = _inputs(workload)
+    logits_bytes = logits.numel() * logits.element_size()
+    loss_fn(logits, target).backward()  # one-time costs (thread pools, lazy imports) stay out of the figures
+    memory_ok = memory and sys.platform.startswith("linux") and _reset_peak_rss()
+    extra = None
+    if memory_ok:
+        logits.grad = None
+        _release_free_memory()
+        before = _rss_bytes()
+        _reset_peak_rss()
+        loss_fn(logits, target).backward()
+        extra = _peak_rss_bytes() - before - logits_bytes
+    times = []
+    for step in range(warmup + repeats):
+        logits.grad = None
+        start = time.perf_counter()
+        loss_fn(logits, target).backward()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    return dict(
+        row,
+        status="ok",
+        median_s=statistics.median(times),
+        extra_bytes=extra,
+        logits_bytes=logits_bytes,
+        loss=float(loss_fn(logits, target).detach()),
+    )
+
+
+def _measure_in_fresh_process(spec: dict, timeout: float) -> dict:
+    command = [sys.executable, "-m", "softseg.benchmark", "--worker", json.dumps(spec)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"workload": spec["workload"], "implementation": spec["implementation"], "status": "timed out",
+                "note": f"more than {timeout:.0f} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        message = (done.stderr.strip().splitlines() or ["no output"])[-1][:160]
+        return {"workload": spec["workload"], "implementation": spec["implementation"], "status": "failed",
+                "note": message}
+    return json.loads(lines[-1])
+
+
+def _ensure_monai(install: bool) -> str | None:
+    """None when MONAI imports (after installing it if asked), else why its rows are skipped."""
+    try:
+        importlib.import_module("monai")
+        return None
+    except ImportError:
+        pass
+    if not install:
+        return f"MONAI is not installed (pip install '{MONAI_REQUIREMENT}')"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", MONAI_REQUIREMENT],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return f"installing {MONAI_REQUIREMENT} failed: {(done.stderr.strip().splitlines() or [''])[-1][:120]}"
+    importlib.invalidate_caches()
+    return None
+
+
+def run_benchmark(
+    *,
+    workloads: Sequence[str] = tuple(WORKLOADS),
+    implementations: Sequence[str] = IMPLEMENTATIONS,
+    scale: float = 1.0,
+    repeats: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    fresh_process: bool = True,
+    install_peers: bool = True,
+    timeout: float = 900.0,
+    progress: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    r"""Measure every (workload, implementation): median forward + backward time and extra peak memory.
+
+    extra = peak RSS during one step - RSS before it - bytes of the logits' gradient (Linux; module
+    docstring); the table's ratios divide by the cross_entropy row's time and by the logits' bytes.
+
+    Convention:
+        - ``workloads``: names in ``WORKLOADS``; ``implementations``: from ``IMPLEMENTATIONS``.
+        - ``scale`` multiplies every spatial side (1 = the issue's sizes); ``repeats`` timed steps after
+          ``warmup`` untimed ones, torch's thread count unless ``threads`` is given.
+        - ``fresh_process=True``: one interpreter per configuration (the memory figure needs it; with
+          ``False`` it is None). ``install_peers``: pip-install a missing MONAI, else skip its rows.
+        - Returns one dict per row: ``workload``, ``implementation``, ``status`` (``"ok"``, ``"not
+          installed"``, ``"not supported"``, ``"skipped"``, ``"failed"``, ``"timed out"``) and, when ok,
+          ``median_s``, ``extra_bytes``, ``logits_bytes`` and the ``loss`` value.
+
+    Example:
+        >>> rows = run_benchmark(workloads=["W3"], implementations=["softseg"], scale=0.02, repeats=1,
+        ...                      warmup=0, fresh_process=False, install_peers=False)
+        >>> rows[0]["workload"], rows[0]["implementation"], rows[0]["status"], rows[0]["extra_bytes"]
+        ('W3', 'softseg', 'ok', None)
+    """
+    monai_missing = _ensure_monai(install_peers) if "monai" in implementations else None
+    rows = []
+    for name in workloads:
+        workload = WORKLOADS[name].scaled(scale)
+        for implementation in implementations:
+            if implementation == "monai" and monai_missing:
+                row = {"workload": name, "implementation": "monai", "status": "skipped", "note": monai_missing}
+            elif fresh_process:
+                spec = {"workload": name, "implementation": implementation, "scale": scale, "repeats": repeats,
+                        "warmup": warmup, "threads": threads}
+                row = _measure_in_fresh_process(spec, timeout)
+            else:
+                row = _measure(workload, implementation, repeats=repeats, warmup=warmup, threads=threads, memory=False)
+            rows.append(row)
+            if progress is not None:
+                progress(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def _machine_description() -> str:
+    """CPU model, cores, torch version and load, for the record."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"Python {platform.python_version()}, load average {load}")
+
+
+def _baseline(rows: list[dict], workload: str) -> float | None:
+    for row in rows:
+        if row["workload"] == workload and row["implementation"] == "cross_entropy" and row["status"] == "ok":
+            return row["median_s"]
+    return None
+
+
+def _format_table(rows: list[dict]) -> str:
+    """A Markdown table: median time, its ratio to cross-entropy, extra peak memory and its ratio to the logits."""
+    header = "| workload | implementation | median ms | x cross-entropy | extra peak MiB | x logits size | note |"
+    lines = [header, "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for row in rows:
+        name, impl = row["workload"], row["implementation"]
+        if row["status"] != "ok":
+            lines.append(f"| {name} | {impl} | - | - | - | - | {row['status']}: {row.get('note', '')} |")
+            continue
+        base = _baseline(rows, name)
+        ratio = f"{row['median_s'] / base:.2f}" if base else "-"
+        extra = row["extra_bytes"]
+        extra_mib = "-" if extra is None else f"{extra / 2**20:.0f}"
+        extra_ratio = "-" if extra is None else f"{extra / row['logits_bytes']:.2f}"
+        lines.append(f"| {name} | {impl} | {row['median_s'] * 1e3:.1f} | {ratio} | {extra_mib} | {extra_ratio} | |")
+    return "\n".join(lines)
+
+
+def _goal_report(rows: list[dict]) -> str:
+    """The issue's goals, each with the measured figure and met / not met."""
+    by_key = {(r["workload"], r["implementation"]): r for r in rows if r["status"] == "ok"}
+    lines = []
+
+    def ratio(workload: str, numerator: str, denominator: str) -> float | None:
+        top, bottom = by_key.get((workload, numerator)), by_key.get((workload, denominator))
+        return top["median_s"] / bottom["median_s"] if top and bottom else None
+
+    def add(goal: str, value: float | None, limit: float, higher_is_better: bool = False) -> None:
+        if value is None:
+            lines.append(f"- {goal}: not measured")
+            return
+        met = value >= limit if higher_is_better else value <= limit
+        lines.append(f"- {goal}: {value:.2f} ({'met' if met else 'NOT met'})")
+
+    for workload in ("W1", "W2", "W3", "W4-3d", "W4-2d"):
+        if (workload, "softseg") in by_key:
+            add(f"{workload} softseg Dice time / cross-entropy time <= 0.8", ratio(workload, "softseg", "cross_entropy"), 0.8)
+    for workload in ("W5-3d", "W5-2d"):
+        if (workload, "softseg") in by_key:
+            add(f"{workload} softseg Dice + CE time / cross-entropy time <= 1.2",
+                ratio(workload, "softseg", "cross_entropy"), 1.2)
+    for (workload, impl), row in by_key.items():
+        if impl == "softseg" and row.get("extra_bytes") is not None:
+            add(f"{workload} softseg extra peak memory / logits size <= 1", row["extra_bytes"] / row["logits_bytes"], 1.0)
+    if ("W1", "softseg") in by_key and ("W1", "monai") in by_key:
+        add("W1 speed-up over MONAI DiceLoss(soft_label=True) >= 3", ratio("W1", "monai", "softseg"), 3.0, True)
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: print the machine, a Markdown table of every configuration and the goals of issue #4.
+
+    The ratios are time / cross-entropy's time and extra peak memory / logits size (see :func:`run_benchmark`).
+
+    Convention:
+        ``argv`` as ``sys.argv[1:]`` (None: the real command line): ``--workloads``, ``--implementations``,
+        ``--quick`` (spatial sides x 0.1, 2 timed steps), ``--scale``, ``--repeats``, ``--warmup``,
+        ``--threads``, ``--no-install``, ``--process fresh|same`` (``--in-process``: same), ``--json PATH``.
+        Returns the exit status 0; bad arguments exit with argparse's message (status 2).
+
+    Example:
+        >>> main(["--quick", "--workloads", "W3", "--implementations", "softseg",
+        ...       "--repeats", "1"])                                         # doctest: +ELLIPSIS
+        machine: ...
+        | W3 | softseg | ... | - | - | - | |
+        ...
+        0
+    """
+    parser = argparse.ArgumentParser(
+        prog="softseg-benchmark",
+        description="Forward + backward time and extra peak memory of softseg's losses, MONAI, smp, a plain "
+        "torch reference and F.cross_entropy, one fresh process per configuration.",
+    )
+    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS),
+                        metavar="NAME", help=f"workloads to run (default: all of {', '.join(WORKLOADS)})")
+    parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
+                        metavar="NAME", help=f"implementations to run (default: all of {', '.join(IMPLEMENTATIONS)})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny inputs (spatial sides x {QUICK_SCALE}), 2 timed steps, in this process: "
+                        "checks that every configuration runs, in seconds (the figures mean nothing)")
+    parser.add_argument("--scale", type=float, default=None, help="multiply every spatial side by this (default 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per configuration (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
+    parser.add_argument("--no-install", action="store_true", help="do not pip-install a missing MONAI; skip its rows")
+    parser.add_argument("--process", choices=("fresh", "same"), default=None,
+                        help="'fresh': one interpreter per configuration, with the memory figure (default); "
+                        "'same': all in this process, no memory figure (default with --quick)")
+    parser.add_argument("--in-process", dest="process", action="store_const", const="same",
+                        help="the same as --process same")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one configuration, JSON in, JSON out
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        spec = json.loads(args.worker)
+        workload = WORKLOADS[spec["workload"]].scaled(spec["scale"])
+        row = _measure(workload, spec["implementation"], repeats=spec["repeats"], warmup=spec["warmup"],
+                      threads=spec["threads"])
+        print(json.dumps(row))
+        return 0
+
+    scale = args.scale if args.scale is not None else (QUICK_SCALE if args.quick else 1.0)
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
+    fresh = args.process == "fresh" if args.process else not args.quick
+    for name, value, minimum in (("--scale", scale, 0), ("--repeats", repeats, 1), ("--warmup", args.warmup, 0)):
+        if not (value > minimum if name == "--scale" else value >= minimum):
+            parser.error(f"{name} must be {'>' if name == '--scale' else '>='} {minimum}; got {value}")
+    print(f"machine: {_machine_description()}", flush=True)
+    print(f"scale {scale}, {repeats} timed steps after {args.warmup} warm-up, "
+          f"{'one fresh process per configuration' if fresh else 'all in this process, no memory figure'}",
+          flush=True)
+
+    def progress(row: dict) -> None:
+        timing = f"{row['median_s'] * 1e3:.1f} ms" if row["status"] == "ok" else row["status"]
+        print(f"  {row['workload']:6s} {row['implementation']:16s} {timing}", file=sys.stderr, flush=True)
+
+    rows = run_benchmark(
+        workloads=args.workloads,
+        implementations=args.implementations,
+        scale=scale,
+        repeats=repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        fresh_process=fresh,
+        install_peers=not args.no_install,
+        progress=progress,
+    )
+    print()
+    print(_format_table(rows))
+    print()
+    note = "" if scale == 1 else f"; at scale {scale}, not the issue's sizes, they say nothing about the goals"
+    print(f"Goals (ratios from this run{note}):")
+    print(_goal_report(rows))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"machine": _machine_description(), "scale": scale, "rows": rows}, out, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,576 @@
+r"""Region statistics straight from the logits, in blocks, with a hand-written backward pass.
+
+Same statistics as :func:`softseg.statistics.region_statistics` (DESIGN.md section 2), same gradient:
+for x = act(z), y the target and m the counted-pixel weight, summed over pixels i of one (image, class),
+
+    tp = sum m min(x, y)  (norm 1; the product x y for index targets and norm 2)
+    fp = sum m x^p - tp,  fn = sum m y^p - tp,
+
+so with upstream gradients G_tp, G_fp, G_fn the gradient with respect to x is
+
+    dL/dx_i = m_i (A + B h_i),   A = G_fp (times 2 x_i for norm 2),   B = G_tp - G_fp - G_fn,
+
+where h = d tp / dx is the label indicator for index targets, y for norm 2, and for norm 1 on dense
+targets d min(x, y)/dx = 1 where x < y, 1/2 at ties, 0 where x > y (torch.minimum's convention, so the
+reference path and this one agree everywhere). The softmax or sigmoid backward follows.
+
+Why it is faster and leaner: the pixels are visited in blocks of a few MiB, so the probabilities, the
+block's one-hot labels and the gradient terms live in cache; only the logits, the labels (or dense
+target) and the pixel weights are saved, and backward recomputes the activation. On CPU the blocks are
+split into one contiguous run per torch thread, each run on its own single-threaded worker, so the
+many small block ops never wait on a cross-core barrier (they would for every op with intra-op threads).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from softseg._checks import (
+    ACTIVATIONS,
+    check_choice,
+    check_input,
+    check_labels,
+    check_mask,
+    check_unit_interval,
+    target_kind,
+)
+from softseg.activation import activate
+from softseg.statistics import RegionStatistics, accumulation_dtype, region_statistics
+
+BLOCK_ELEMENTS = 1 << 19  # (B, C, pixels) elements per block: 2 MiB in float32, stays in the L2/L3 cache
+MIN_BLOCK_PIXELS = 256  # at least this many pixels per block, so per-op overhead stays small for large B * C
+LOG_FLOOR = 1e-12  # activation="none" cross-entropy: log of a probability floored here, never -inf
+
+
+def _fused_path_applies(
+    input: Tensor, target: Tensor, *, activation: str, kind: str, mask: Tensor | None = None
+) -> bool:
+    """Whether :func:`fused_statistics` takes the fused path for these (already validated) arguments.
+
+    It does for softmax (C >= 2) and sigmoid on index or dense targets with any mask, except: under
+    ``torch.compile`` (the compiler fuses the plain path itself), when the target requires a gradient,
+    for a per-class mask on an index target with C > 1, and for empty inputs.
+    """
+    channels = input.shape[1]
+    return (
+        activation in ("softmax", "sigmoid")
+        and not (activation == "softmax" and channels < 2)
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_scripting()
+        and not target.requires_grad
+        and not (kind == "index" and mask is not None and mask.shape[1] > 1)
+        and input.numel() > 0
+    )
+
+
+def fused_statistics(
+    input: Tensor,
+    target: Tensor,
+    *,
+    activation: str = "softmax",
+    norm: int = 1,
+    ignore_index: int | None = None,
+    mask: Tensor | None = None,
+    cross_entropy: bool = False,
+) -> tuple[RegionStatistics, Tensor | None]:
+    r"""tp, fp, fn of ``activation(input)`` against ``target``, and optionally the cross-entropy sums.
+
+    .. math::
+
+        tp_{bc} = \sum_i m_i \min(x_{bci}, y_{bci}),\quad fp = \sum_i m_i x^p - tp,\quad
+        fn = \sum_i m_i y^p - tp,\qquad CE_{bc} = -\sum_i m_i\, y_{bci} \log x_{bci}
+
+    with x = softmax or sigmoid of the logits (norm p = 2: tp = sum m x y). For sigmoid the
+    cross-entropy is the binary one, CE = -sum m (y log x + (1 - y) log(1 - x)).
+
+    Convention:
+        - ``input``: logits (B, C, \*spatial), any float dtype; sums and the activation run in float32
+          (float64 for float64 input); the gradient has the input's dtype.
+        - ``target``: class indices (B, \*spatial) / (B, 1, \*spatial) of an integer dtype (C = 1: 0/1
+          labels), or class probabilities (B, C, \*spatial) in [0, 1]; ``ignore_index`` and ``mask`` as
+          in :func:`softseg.statistics.region_statistics`; empty classes give zero sums.
+        - ``activation``: ``"softmax"`` and ``"sigmoid"`` run fused; ``"none"`` and the cases listed in
+          :func:`_fused_path_applies` run the reference path (same values and gradients).
+          With ``activation="none"`` the cross-entropy uses log(max(x, 1e-12)).
+        - Returns ``(RegionStatistics, ce)``: ``ce`` is None unless ``cross_entropy=True``, then the
+          (B, C) sums over counted pixels (not yet averaged). The fused path is differentiable once
+          (no double backward).
+
+    Example:
+        >>> logits = torch.tensor([[[2.0, -1.0, 0.0], [-2.0, 1.0, 0.0]]])   # (B=1, C=2, N=3)
+        >>> labels = torch.tensor([[0, 1, 1]])
+        >>> stats, ce = fused_statistics(logits, labels, cross_entropy=True)
+        >>> stats.tp
+        tensor([[0.9820, 1.3808]])
+        >>> ce.sum() / 3                      # mean over the 3 pixels: F.cross_entropy(logits, labels)
+        tensor(0.2794)
+    """
+    input = check_input(input)
+    check_choice("activation", activation, ACTIVATIONS)
+    if isinstance(norm, bool) or norm not in (1, 2):
+        raise ValueError(f"norm must be 1 or 2; got {norm!r}")
+    if not isinstance(cross_entropy, bool):
+        raise TypeError(f"cross_entropy must be a bool; got {type(cross_entropy).__name__}")
+    kind = target_kind(input, target)
+    if ignore_index is not None and kind == "dense":
+        raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    mask = None if mask is None else check_mask(mask, input)
+    if not _fused_path_applies(input, target, activation=activation, kind=kind, mask=mask):
+        return _reference_statistics(
+            input,
+            target,
+            kind=kind,
+            activation=activation,
+            norm=norm,
+            ignore_index=ignore_index,
+            mask=mask,
+            cross_entropy=cross_entropy,
+        )
+
+    batch, channels = input.shape[:2]
+    pixels = math.prod(input.shape[2:])
+    logits = input.reshape(batch, channels, pixels)
+    if kind == "index":
+        labels, weight = _index_labels(target, channels, ignore_index=ignore_index, mask=mask)
+        dense = None
+    else:
+        check_unit_interval("target", target)
+        labels, dense = None, target.reshape(batch, channels, pixels)
+        weight = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
+    if kind == "index" and activation == "softmax":
+        tp, fp, fn, target_max, ce = _FusedSoftmaxIndexStatistics.apply(logits, labels, weight, norm, cross_entropy)
+    else:
+        tp, fp, fn, target_max, ce = _FusedRegionStatistics.apply(
+            logits, dense, labels, weight, activation, norm, cross_entropy
+        )
+    return RegionStatistics(tp, fp, fn, target_max), (ce if cross_entropy else None)
+
+
+def _index_labels(
+    target: Tensor, channels: int, *, ignore_index: int | None, mask: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Flat int64 labels (B, N) with ignored pixels set to 0, and the bool pixel weight (B, 1, N) or None."""
+    batch = target.shape[0]
+    pixels = math.prod(target.shape[1:])
+    labels = target.reshape(batch, pixels).long()
+    valid = None if ignore_index is None else labels != ignore_index
+    if mask is not None:
+        pixel_mask = mask.reshape(batch, pixels)  # one channel: _fused_path_applies ruled out the rest
+        valid = pixel_mask if valid is None else valid & pixel_mask
+    check_labels(labels, max(channels, 2), valid, ignore_index)
+    if valid is None:
+        return labels, None
+    return labels.masked_fill(~valid, 0), valid.unsqueeze(1)
+
+
+def _block_target(
+    dense: Tensor | None, labels: Tensor | None, channels: int, start: int, stop: int, acc: torch.dtype
+) -> Tensor:
+    """The target of pixels [start, stop) as (B, C, n) values in ``acc``; a block-sized one-hot for labels."""
+    if dense is not None:
+        return dense[:, :, start:stop].to(acc)
+    block_labels = labels[:, None, start:stop]
+    if channels == 1:  # binary index target: label 1 is the foreground of the single channel
+        return (block_labels == 1).to(acc)
+    classes = torch.arange(channels, device=labels.device).view(1, channels, 1)
+    return (block_labels == classes).to(acc)
+
+
+def _block_probabilities(logits: Tensor, activation: str, with_log: bool) -> tuple[Tensor, Tensor | None]:
+    """Probabilities of one block and, for the cross-entropy, the log terms it needs."""
+    if activation == "softmax":
+        if with_log:
+            log_probs = logits.log_softmax(1)
+            return log_probs.exp(), log_probs
+        return logits.softmax(1), None
+    probs = logits.sigmoid()
+    return probs, (F.logsigmoid(logits) if with_log else None)
+
+
+def _block_ranges(batch: int, channels: int, pixels: int) -> list[tuple[int, int]]:
+    # At most 1/32 of the logits per block, so the block temporaries stay small next to small inputs too.
+    elements = min(BLOCK_ELEMENTS, batch * channels * pixels // 32)
+    step = max(MIN_BLOCK_PIXELS, elements // max(batch * channels, 1))
+    return [(start, min(start + step, pixels)) for start in range(0, pixels, step)]
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+
+
+def _forget_pool() -> None:
+    # A forked child (DataLoader workers) inherits the pool object but not its threads: start afresh.
+    global _POOL, _POOL_SIZE, _POOL_LOCK
+    _POOL, _POOL_SIZE, _POOL_LOCK = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _single_threaded_worker() -> None:
+    # Each worker runs its ops on one core (torch's thread count is per thread): no barrier between
+    # the cores for every small op, which is what makes many small ops slow when the cores are busy.
+    torch.set_num_threads(1)
+
+
+def _worker_pool(size: int) -> ThreadPoolExecutor:
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE != size:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(size, thread_name_prefix="softseg-blocks", initializer=_single_threaded_worker)
+            _POOL_SIZE = size
+    return _POOL
+
+
+def _run_blocks(device: torch.device, ranges: list, body) -> list:
+    """``body(ranges_part)`` on contiguous parts of ``ranges``, one part per torch thread, in parallel on CPU.
+
+    The parts are fixed by the block layout, so the partial results (and their sum) are deterministic.
+    """
+    workers = min(torch.get_num_threads(), len(ranges)) if device.type == "cpu" else 1
+    if workers <= 1 or threading.current_thread().name.startswith("softseg-blocks"):
+        return [body(ranges)]
+    bounds = [round(i * len(ranges) / workers) for i in range(workers + 1)]
+    pool = _worker_pool(workers)
+
+    def run_part(part):
+        with torch.no_grad():  # grad mode is thread-local: the workers only compute values
+            return body(part)
+
+    futures = [pool.submit(run_part, ranges[bounds[i] : bounds[i + 1]]) for i in range(workers)]
+    return [future.result() for future in futures]
+
+
+class _FusedRegionStatistics(torch.autograd.Function):
+    """tp, fp, fn, target_max and cross-entropy sums, (B, C) each, of act(logits) against the target."""
+
+    @staticmethod
+    def forward(ctx, logits, dense, labels, weight, activation, norm, with_ce):
+        batch, channels, pixels = logits.shape
+        acc = accumulation_dtype(logits.dtype)
+        binary = dense is None  # index targets are 0/1: min(x, y) = x y, gradient y
+
+        def sums(ranges):
+            tp, pred_mass, target_mass, target_max, ce = (
+                torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(5)
+            )
+            for start, stop in ranges:
+                z = logits[:, :, start:stop].to(acc)
+                y = _block_target(dense, labels, channels, start, stop, acc)
+                m = None if weight is None else weight[:, :, start:stop].to(acc)
+                p, log_term = _block_probabilities(z, activation, with_ce)
+                overlap = p * y if (binary or norm == 2) else torch.minimum(p, y)
+                p_mass = p if norm == 1 else p.square()
+                y_mass = y if (binary or norm == 1) else y.square()
+                counted_y = y
+                if m is not None:
+                    overlap, p_mass, y_mass, counted_y = overlap * m, p_mass * m, y_mass * m, y * m
+                tp += overlap.sum(-1)
+                pred_mass += p_mass.sum(-1)
+                target_mass += y_mass.sum(-1)
+                if not binary:  # for labels target_max is "count > 0", set below
+                    torch.maximum(target_max, counted_y.amax(-1), out=target_max)
+                if with_ce:
+                    if activation == "softmax":
+                        ce_terms = -(y * log_term)
+                    else:  # binary cross-entropy from logits: -(y log x + (1 - y) log(1 - x)) = (1 - y) z - log x
+                        ce_terms = (1 - y) * z - log_term
+                    ce += (ce_terms if m is None else ce_terms * m).sum(-1)
+            return tp, pred_mass, target_mass, target_max, ce
+
+        parts = _run_blocks(logits.device, _block_ranges(batch, channels, pixels), sums)
+        tp, pred_mass, target_mass, _, ce = (sum(values) for values in zip(*parts))
+        if binary:
+            target_max = (target_mass > 0).to(acc)
+        else:
+            target_max = torch.stack([part[3] for part in parts]).amax(0)
+        ctx.save_for_backward(logits, dense, labels, weight)
+        ctx.options = (activation, norm, with_ce)
+        ctx.mark_non_differentiable(target_max)
+        if not with_ce:
+            ctx.mark_non_differentiable(ce)
+        return tp, pred_mass - tp, target_mass - tp, target_max, ce
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None, None
+        logits, dense, labels, weight = ctx.saved_tensors
+        activation, norm, with_ce = ctx.options
+        batch, channels, pixels = logits.shape
+        acc = accumulation_dtype(logits.dtype)
+        binary = dense is None
+        # dL/dx = m (A + B h): A from the prediction mass, B from the overlap (module docstring).
+        coef_a = grad_fp.to(acc).unsqueeze(-1)
+        coef_b = (grad_tp - grad_fp - grad_fn).to(acc).unsqueeze(-1)
+        coef_ab = coef_a + coef_b
+        coef_ce = grad_ce.to(acc).unsqueeze(-1) if with_ce else None
+        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+        def fill(ranges):
+            for start, stop in ranges:
+                p, _ = _block_probabilities(logits[:, :, start:stop].to(acc), activation, False)
+                m = None if weight is None else weight[:, :, start:stop].to(acc)
+                if binary and norm == 1 and not with_ce:
+                    # h is the 0/1 label indicator: A + B where the label is on, A elsewhere.
+                    hit = _block_target(None, labels, channels, start, stop, torch.bool)
+                    grad_p = torch.where(hit, coef_ab, coef_a)
+                    y = None
+                else:
+                    y = _block_target(dense, labels, channels, start, stop, acc)
+                    if norm == 2:
+                        grad_p = torch.addcmul(coef_b * y, p, 2 * coef_a)
+                    elif binary:
+                        grad_p = torch.addcmul(coef_a.expand_as(p), coef_b, y)
+                    else:
+                        # d min(x, y)/dx = (1 + sign(y - x)) / 2: 1 below the target, 1/2 at a tie, 0 above,
+                        # torch.minimum's convention; so A + B slope = (A + B/2) + (B/2) sign(y - x).
+                        grad_p = torch.addcmul(coef_a + coef_b / 2, coef_b / 2, torch.sub(y, p).sign_())
+                if m is not None:
+                    grad_p = grad_p * m
+                out = grad[:, :, start:stop]
+                # One fused op for the activation's backward: x (g - sum_c x_c g_c) or x (1 - x) g. The
+                # softmax one needs a contiguous output; the sigmoid one writes into the gradient directly.
+                direct = out.dtype == acc and not with_ce and activation == "sigmoid"
+                if activation == "softmax":
+                    grad_z = torch.ops.aten._softmax_backward_data(grad_p, p, 1, acc)
+                else:
+                    grad_z = out if direct else torch.empty_like(p)
+                    torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=grad_z)
+                if with_ce:
+                    # softmax: d(-sum_c y_c log x_c)/dz = x sum_c y_c - y; sigmoid: x - y; both times m and G.
+                    ce_weight = coef_ce if m is None else coef_ce * m
+                    if activation == "softmax":
+                        weighted_y = ce_weight * y
+                        grad_z += p * weighted_y.sum(1, keepdim=True) - weighted_y
+                    else:
+                        grad_z += ce_weight * (p - y)
+                if not direct:
+                    out.copy_(grad_z)
+
+        _run_blocks(logits.device, _block_ranges(batch, channels, pixels), fill)
+        return grad, None, None, None, None, None, None
+
+
+def _label_counts(labels: Tensor, weight: Tensor | None, channels: int, acc: torch.dtype) -> Tensor:
+    """(B, C) counted pixels of each class: one bincount per image on CPU (a per-block scatter costs more).
+
+    Called on the single-threaded block workers: torch's multi-threaded CPU bincount is many times slower.
+    """
+    batch = labels.shape[0]
+    if labels.device.type != "cpu":
+        ones = torch.ones(labels.shape, dtype=acc, device=labels.device) if weight is None else weight[:, 0].to(acc)
+        return torch.zeros(batch, channels, dtype=acc, device=labels.device).scatter_add_(1, labels, ones)
+    counts = [
+        torch.bincount(labels[b], weights=None if weight is None else weight[b, 0].to(acc), minlength=channels)
+        for b in range(batch)
+    ]
+    return torch.stack(counts).to(acc) if counts else torch.zeros(0, channels, dtype=acc)
+
+
+class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
+    """The softmax + index-target case of :class:`_FusedRegionStatistics`, with gather and scatter_add.
+
+    The label indicator stays implicit: tp gathers the probability of each pixel's label, and in
+    backward the overlap term B h is added at the label only (scatter_add), so no block one-hot is built.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, weight, norm, with_ce):
+        batch, channels, pixels = logits.shape
+        acc = accumulation_dtype(logits.dtype)
+
+        def sums(ranges):
+            tp, pred_mass, ce = (torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(3))
+            for start, stop in ranges:
+                z = logits[:, :, start:stop].to(acc)
+                block_labels = labels[:, start:stop]
+                m = None if weight is None else weight[:, 0, start:stop].to(acc)
+                if with_ce:
+                    log_probs = z.log_softmax(1)
+                    p = log_probs.exp()
+                else:
+                    p = z.softmax(1)
+                picked = p.gather(1, block_labels.unsqueeze(1)).squeeze(1)
+                if m is not None:
+                    picked = picked * m
+                tp.scatter_add_(1, block_labels, picked)
+                mass = p if norm == 1 else p.square()
+                pred_mass += mass.sum(-1) if m is None else torch.bmm(mass, m.unsqueeze(-1)).squeeze(-1)
+                if with_ce:
+                    picked_log = log_probs.gather(1, block_labels.unsqueeze(1)).squeeze(1)
+                    ce.scatter_add_(1, block_labels, -(picked_log if m is None else picked_log * m))
+            # The class counts need only the labels: one bincount per image over this part's pixels.
+            part = slice(ranges[0][0], ranges[-1][1])
+            count = _label_counts(labels[:, part], None if weight is None else weight[:, :, part], channels, acc)
+            return tp, pred_mass, ce, count
+
+        parts = _run_blocks(logits.device, _block_ranges(batch, channels, pixels), sums)
+        tp, pred_mass, ce, count = (sum(values) for values in zip(*parts))
+        ctx.save_for_backward(logits, labels, weight)
+        ctx.options = (norm, with_ce)
+        target_max = (count > 0).to(acc)
+        ctx.mark_non_differentiable(target_max)
+        if not with_ce:
+            ctx.mark_non_differentiable(ce)
+        return tp, pred_mass - tp, count - tp, target_max, ce
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        logits, labels, weight = ctx.saved_tensors
+        norm, with_ce = ctx.options
+        batch, channels, pixels = logits.shape
+        acc = accumulation_dtype(logits.dtype)
+        coef_a = grad_fp.to(acc)
+        coef_b = (grad_tp - grad_fp - grad_fn).to(acc)
+        coef_ce = grad_ce.to(acc) if with_ce else None
+        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+        def fill(ranges):
+            for start, stop in ranges:
+                p = logits[:, :, start:stop].to(acc).softmax(1)
+                block_labels = labels[:, start:stop]
+                # With h the label indicator, dL/dz_k = m [x_k (A'_k - t) + h_k u], where u = B_l x_l - G_l
+                # (G: cross-entropy gradient), A' = A (norm 1) or 2 A x (norm 2), t = sum_c x_c A'_c + u.
+                label_p = p.gather(1, block_labels.unsqueeze(1))
+                label_term = coef_b.gather(1, block_labels).unsqueeze(1) * label_p
+                if coef_ce is not None:
+                    label_term = label_term - coef_ce.gather(1, block_labels).unsqueeze(1)
+                if norm == 1:
+                    mass_grad = coef_a.unsqueeze(-1)
+                    total = torch.bmm(coef_a.unsqueeze(1), p) + label_term
+                else:
+                    mass_grad = p * (2 * coef_a).unsqueeze(-1)
+                    total = (mass_grad * p).sum(1, keepdim=True) + label_term
+                out = grad[:, :, start:stop]
+                if out.dtype == acc:
+                    torch.sub(mass_grad, total, out=out)
+                    out.mul_(p)
+                    out.scatter_add_(1, block_labels.unsqueeze(1), label_term)
+                else:  # float16/bfloat16 logits: the block is computed in float32 and rounded once
+                    block = (mass_grad - total).mul_(p).scatter_add_(1, block_labels.unsqueeze(1), label_term)
+                    out.copy_(block)
+                if weight is not None:
+                    out.mul_(weight[:, :, start:stop])
+
+        _run_blocks(logits.device, _block_ranges(batch, channels, pixels), fill)
+        return grad, None, None, None, None
+
+
+def _reference_statistics(
+    input: Tensor,
+    target: Tensor,
+    *,
+    kind: str,
+    activation: str,
+    norm: int,
+    ignore_index: int | None,
+    mask: Tensor | None,
+    cross_entropy: bool,
+) -> tuple[RegionStatistics, Tensor | None]:
+    """activate() + region_statistics(), and the cross-entropy sums from the same activation."""
+    log_probs = None
+    if cross_entropy and activation == "softmax" and input.shape[1] >= 2:
+        # One softmax for both terms: the probabilities are the exponential of the log-probabilities.
+        log_probs = input.log_softmax(1)
+        probs = log_probs.exp()
+    else:
+        probs = activate(input, activation)  # validates (softmax needs C >= 2, "none" needs [0, 1])
+    stats = region_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
+    if not cross_entropy:
+        return stats, None
+    ce = _reference_cross_entropy(
+        input, probs, log_probs, target, kind=kind, activation=activation, ignore_index=ignore_index, mask=mask
+    )
+    return stats, ce
+
+
+def _reference_cross_entropy(
+    input: Tensor,
+    probs: Tensor,
+    log_probs: Tensor | None,
+    target: Tensor,
+    *,
+    kind: str,
+    activation: str,
+    ignore_index: int | None,
+    mask: Tensor | None,
+) -> Tensor:
+    """(B, C) sums of the per-pixel cross-entropy terms over counted pixels, without a dense one-hot."""
+    acc = accumulation_dtype(input.dtype)
+    batch, channels = input.shape[:2]
+    pixels = math.prod(input.shape[2:])
+    binary = activation == "sigmoid" or channels == 1
+    if activation == "softmax":
+        log_pos = log_probs
+    elif activation == "sigmoid":
+        log_pos = F.logsigmoid(input)
+    else:
+        log_pos = probs.clamp_min(LOG_FLOOR).log()
+    # Binary terms: -(y log x + (1 - y) log(1 - x)) = -log(1 - x) - y (log x - log(1 - x)).
+    log_neg = None
+    if binary:
+        log_neg = log_pos - input if activation == "sigmoid" else (1 - probs).clamp_min(LOG_FLOOR).log()
+    if kind == "dense":
+        y = target.to(acc)
+        terms = -(y * log_pos) if log_neg is None else -(log_neg + y * (log_pos - log_neg))
+        if mask is not None:
+            terms = terms * mask
+        return terms.reshape(batch, channels, pixels).sum(-1, dtype=acc)
+
+    labels = target.reshape(batch, pixels).long()
+    valid = None if ignore_index is None else labels != ignore_index
+    if mask is not None:
+        pixel_mask = mask.reshape(batch, mask.shape[1], pixels)
+        if pixel_mask.shape[1] == 1:
+            valid = pixel_mask[:, 0] if valid is None else valid & pixel_mask[:, 0]
+            mask = None
+    safe = labels if valid is None else labels.masked_fill(~valid, 0)
+    weight = None if valid is None else valid.to(acc)
+    flat_pos = log_pos.reshape(batch, channels, pixels)
+    if channels == 1:
+        foreground = (safe == 1).to(acc).unsqueeze(1)
+        flat_neg = log_neg.reshape(batch, 1, pixels)
+        terms = -(flat_neg + foreground * (flat_pos - flat_neg))
+        if weight is not None:
+            terms = terms * weight.unsqueeze(1)
+        return terms.sum(-1, dtype=acc)
+    if mask is not None:
+        # Per-class mask on an index target: the one-hot of the labels (bool) selects each class's pixels.
+        hit = torch.zeros_like(flat_pos, dtype=torch.bool).scatter_(1, safe.unsqueeze(1), True)
+        counted = mask.reshape(batch, channels, pixels)
+        if valid is not None:
+            counted = counted & valid.unsqueeze(1)
+        if log_neg is None:
+            return -(flat_pos * (hit & counted)).sum(-1, dtype=acc)
+        flat_neg = log_neg.reshape(batch, channels, pixels)
+        return -((flat_neg + hit * (flat_pos - flat_neg)) * counted).sum(-1, dtype=acc)
+    picked = flat_pos.gather(1, safe.unsqueeze(1)).squeeze(1).to(acc)
+    if log_neg is not None:
+        picked = picked - log_neg.reshape(batch, channels, pixels).gather(1, safe.unsqueeze(1)).squeeze(1).to(acc)
+    if weight is not None:
+        picked = picked * weight
+    ce = torch.zeros(batch, channels, dtype=acc, device=input.device).scatter_add(1, safe, -picked)
+    if log_neg is not None:
+        flat_neg = log_neg.reshape(batch, channels, pixels)
+        negative = flat_neg.sum(-1, dtype=acc) if weight is None else (flat_neg * weight.unsqueeze(1)).sum(-1, dtype=acc)
+        ce = ce - negative
+    return ce

@@ -1,0 +1,79 @@
+"""The benchmark end to end on tiny inputs (fresh processes), its table and goal report, and its options."""
+
+from __future__ import annotations
+
+import pytest
+
+from softseg import benchmark
+
+
+def test_quick_benchmark_end_to_end(capsys):
+    status = benchmark.main(
+        ["--quick", "--process", "fresh", "--workloads", "W1", "--implementations", "softseg", "cross_entropy",
+         "--repeats", "1", "--no-install"]
+    )
+    assert status == 0
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ")
+    rows = [line for line in out.splitlines() if line.startswith("| W1 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["softseg", "cross_entropy"]
+    # cross-entropy is the baseline of every ratio; both rows have a time and a memory figure.
+    assert rows[1].split("|")[4].strip() == "1.00"
+    assert all(row.split("|")[3].strip() != "-" and row.split("|")[5].strip() != "-" for row in rows)
+    assert "- W1 softseg Dice time / cross-entropy time <= 0.8: " in out
+    assert "- W1 softseg extra peak memory / logits size <= 1: " in out
+
+
+def test_rows_in_process_and_missing_peer():
+    rows = benchmark.run_benchmark(
+        workloads=["W3", "W5-2d"], implementations=["softseg", "smp", "torch-reference", "cross_entropy"],
+        scale=0.02, repeats=1, warmup=0, fresh_process=False, install_peers=False,
+    )
+    by_key = {(r["workload"], r["implementation"]): r for r in rows}
+    assert by_key[("W3", "softseg")]["status"] == "ok" and by_key[("W3", "softseg")]["extra_bytes"] is None
+    assert by_key[("W3", "smp")]["status"] in ("not installed", "ok")
+    assert by_key[("W5-2d", "smp")]["status"] in ("not installed", "not supported")
+    # The plain-torch reference computes the same global Dice as softseg on hard labels (+ the same CE in W5).
+    for workload in ("W3", "W5-2d"):
+        assert by_key[(workload, "softseg")]["loss"] == pytest.approx(by_key[(workload, "torch-reference")]["loss"],
+                                                                       rel=1e-5)
+    table = benchmark._format_table(rows)
+    assert "| W3 | smp | - | - | - | - | not installed" in table or "| W3 | smp |" in table
+
+
+def test_format_and_goals_from_known_rows():
+    rows = [
+        {"workload": "W1", "implementation": "softseg", "status": "ok", "median_s": 0.06, "extra_bytes": 50 * 2**20,
+         "logits_bytes": 100 * 2**20},
+        {"workload": "W1", "implementation": "monai", "status": "ok", "median_s": 0.24, "extra_bytes": 300 * 2**20,
+         "logits_bytes": 100 * 2**20},
+        {"workload": "W1", "implementation": "cross_entropy", "status": "ok", "median_s": 0.1, "extra_bytes": None,
+         "logits_bytes": 100 * 2**20},
+    ]
+    table = benchmark._format_table(rows)
+    assert "| W1 | softseg | 60.0 | 0.60 | 50 | 0.50 | |" in table
+    assert "| W1 | cross_entropy | 100.0 | 1.00 | - | - | |" in table
+    goals = benchmark._goal_report(rows)
+    assert "- W1 softseg Dice time / cross-entropy time <= 0.8: 0.60 (met)" in goals
+    assert "- W1 softseg extra peak memory / logits size <= 1: 0.50 (met)" in goals
+    assert "- W1 speed-up over MONAI DiceLoss(soft_label=True) >= 3: 4.00 (met)" in goals
+
+
+def test_scaled_workload_keeps_batch_and_classes():
+    small = benchmark.WORKLOADS["W1"].scaled(0.1)
+    assert small.shape == (2, 14, 10, 10, 10)
+    assert benchmark.WORKLOADS["W3"].scaled(0.001).shape == (8, 1, 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--repeats", "0"], "--repeats must be >= 1; got 0"),
+        (["--scale", "0"], "--scale must be > 0; got 0"),
+        (["--workloads", "W9"], "invalid choice: 'W9'"),
+    ],
+)
+def test_bad_arguments_are_named(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(argv)
+    assert match in capsys.readouterr().err

@@ -1,0 +1,257 @@
+"""Native focal loss: hand values, limiting cases (cross entropy), references (formula of
+torchvision.ops.sigmoid_focal_loss, MONAI), index == one-hot, masks, gradients and bad input."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from softseg.losses.focal import FocalLoss, focal_loss
+
+
+def torchvision_sigmoid_focal(logits, target, gamma, alpha):
+    # The documented formula of torchvision.ops.sigmoid_focal_loss (torchvision does not import here).
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha is not None:
+        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return loss
+
+
+def one_hot(labels, channels):
+    return F.one_hot(labels, channels).movedim(-1, 1).double()
+
+
+seeds = st.integers(0, 2**31 - 1)
+
+
+# ---- hand-computed values -------------------------------------------------------------------------
+
+
+def test_softmax_hand_value():
+    # p = softmax(2, 0) = (0.8808, 0.1192); label 1: -(1 - 0.1192)^2 log 0.1192
+    logits = torch.tensor([[[2.0], [0.0]]])
+    p1 = 1 / (1 + math.e**2)
+    expected = -((1 - p1) ** 2) * math.log(p1)
+    assert focal_loss(logits, torch.tensor([[1]])).item() == pytest.approx(expected, rel=1e-6)
+    assert focal_loss(logits, torch.tensor([[1]]), gamma=0.5).item() == pytest.approx(
+        -((1 - p1) ** 0.5) * math.log(p1), rel=1e-6
+    )
+
+
+def test_soft_target_hand_value():
+    # y = (0.3, 0.7), p = (0.5, 0.5): -(0.3 + 0.7) * 0.25 * log 0.5
+    loss = focal_loss(torch.zeros(1, 2, 1), torch.tensor([[[0.3], [0.7]]]))
+    assert loss.item() == pytest.approx(0.25 * math.log(2), rel=1e-6)
+
+
+def test_sigmoid_hand_value():
+    # x = 1, y = 1: p = 0.7311, BCE = log(1 + e^-1) = 0.3133, (1 - p)^2 = 0.0723, alpha 0.25
+    p = 1 / (1 + math.exp(-1))
+    expected = 0.25 * (1 - p) ** 2 * -math.log(p)
+    loss = focal_loss(torch.ones(1, 1, 1), torch.ones(1, 1, 1), activation="sigmoid", alpha=0.25)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+# ---- limiting cases and references ----------------------------------------------------------------
+
+
+@given(seeds)
+def test_gamma_zero_is_cross_entropy(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 4, (2, 3, 5), generator=g)
+    soft = torch.rand(2, 4, 3, 5, generator=g, dtype=torch.float64).softmax(1)
+    torch.testing.assert_close(focal_loss(logits, labels, gamma=0.0), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(focal_loss(logits, soft, gamma=0.0), F.cross_entropy(logits, soft))
+    torch.testing.assert_close(
+        focal_loss(logits, labels, gamma=0.0, reduction="none"), F.cross_entropy(logits, labels, reduction="none")
+    )
+    labels[0, 0] = 255
+    torch.testing.assert_close(
+        focal_loss(logits, labels, gamma=0.0, ignore_index=255), F.cross_entropy(logits, labels, ignore_index=255)
+    )
+    weight = torch.rand(4, generator=g, dtype=torch.float64)
+    # Weighted: softseg divides by the count of pixels (index == one-hot), torch by the sum of weights.
+    expected = F.cross_entropy(logits, labels, weight=weight, ignore_index=255, reduction="sum") / (labels != 255).sum()
+    torch.testing.assert_close(focal_loss(logits, labels, gamma=0.0, weight=weight, ignore_index=255), expected)
+
+
+@given(seeds, st.sampled_from([0.0, 0.5, 2.0]), st.sampled_from([None, 0.25, 0.9]))
+def test_sigmoid_matches_torchvision_formula(seed, gamma, alpha):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 3, 4, 2, generator=g, dtype=torch.float64) * 3
+    target = torch.rand(2, 3, 4, 2, generator=g, dtype=torch.float64)
+    expected = torchvision_sigmoid_focal(logits, target, gamma, alpha)
+    got = focal_loss(logits, target, gamma=gamma, alpha=alpha, activation="sigmoid", reduction="none")
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(
+        focal_loss(logits, target, gamma=gamma, alpha=alpha, activation="sigmoid"), expected.mean()
+    )
+    if gamma == 0 and alpha is None:
+        torch.testing.assert_close(got, F.binary_cross_entropy_with_logits(logits, target, reduction="none"))
+
+
+@given(seeds)
+def test_index_equals_one_hot(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 4, 4), generator=g)
+    weight = torch.rand(3, generator=g, dtype=torch.float64)
+    for activation in ("softmax", "sigmoid"):
+        for reduction in ("mean", "sum", "none"):
+            a = focal_loss(logits, labels, activation=activation, weight=weight, reduction=reduction)
+            b = focal_loss(logits, one_hot(labels, 3), activation=activation, weight=weight, reduction=reduction)
+            torch.testing.assert_close(a, b)
+    binary = torch.randint(0, 2, (2, 4, 4), generator=g)
+    torch.testing.assert_close(
+        focal_loss(logits[:, :1], binary, activation="sigmoid", alpha=0.3),
+        focal_loss(logits[:, :1], binary.unsqueeze(1).double(), activation="sigmoid", alpha=0.3),
+    )
+
+
+def test_matches_monai_on_hard_labels():
+    monai_losses = pytest.importorskip("monai.losses")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, generator=g)
+    labels = torch.randint(0, 3, (2, 4, 5), generator=g)
+    dense = one_hot(labels, 3).float()
+    softmax_monai = monai_losses.FocalLoss(use_softmax=True, gamma=2.0, reduction="none")(logits, dense)
+    torch.testing.assert_close(focal_loss(logits, labels, reduction="none"), softmax_monai.sum(1))
+    sigmoid_monai = monai_losses.FocalLoss(gamma=1.5, alpha=0.3, reduction="none")(logits, dense)
+    torch.testing.assert_close(
+        focal_loss(logits, labels, gamma=1.5, alpha=0.3, activation="sigmoid", reduction="none"), sigmoid_monai
+    )
+
+
+@given(seeds)
+def test_focusing_lowers_the_loss(seed):
+    # (1 - p_t)^gamma <= 1: every term decreases as gamma grows, and gamma = 0 is the cross entropy.
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(1, 3, 6, generator=g)
+    soft = torch.rand(1, 3, 6, generator=g).softmax(1)
+    for activation in ("softmax", "sigmoid"):
+        values = [focal_loss(logits, soft, gamma=k, activation=activation, reduction="none") for k in (0.0, 1.0, 2.0)]
+        assert bool((values[1] <= values[0] + 1e-7).all()) and bool((values[2] <= values[1] + 1e-7).all())
+
+
+# ---- ignored pixels, empty masks, dtypes ----------------------------------------------------------
+
+
+def test_ignored_pixels_leave_the_loss():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 3, 6, generator=g)
+    labels = torch.randint(0, 3, (1, 6), generator=g)
+    keep = torch.tensor([[True, True, False, True, False, True]])
+    with_ignore = labels.masked_fill(~keep, -1)
+    for activation in ("softmax", "sigmoid"):
+        reference = focal_loss(logits[..., keep[0]], labels[..., keep[0]], activation=activation)
+        torch.testing.assert_close(focal_loss(logits, with_ignore, ignore_index=-1, activation=activation), reference)
+        torch.testing.assert_close(focal_loss(logits, labels, mask=keep, activation=activation), reference)
+        dense = one_hot(labels, 3).float()
+        torch.testing.assert_close(focal_loss(logits, dense, mask=keep, activation=activation), reference)
+    # A per-class mask (sigmoid): the mean runs over the counted (pixel, class) elements only.
+    per_class = torch.rand(1, 3, 6, generator=g) > 0.5
+    terms = focal_loss(logits, labels, activation="sigmoid", reduction="none")
+    torch.testing.assert_close(
+        focal_loss(logits, labels, activation="sigmoid", mask=per_class), terms[per_class].sum() / per_class.sum()
+    )
+
+
+def test_empty_mask_gives_zero_and_finite_gradient():
+    logits = torch.randn(2, 3, 4, requires_grad=True)
+    labels = torch.full((2, 4), 255)
+    for activation in ("softmax", "sigmoid"):
+        loss = focal_loss(logits, labels, ignore_index=255, activation=activation)
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert loss.item() == 0 and torch.isfinite(grad).all() and not grad.any()
+        empty = focal_loss(
+            logits, torch.zeros(2, 3, 4), mask=torch.zeros(2, 4, dtype=torch.bool), activation=activation
+        )
+        assert empty.item() == 0
+
+
+def test_half_precision_accumulates_in_float32():
+    logits = torch.randn(1, 2, 64, 64).half()
+    labels = torch.randint(0, 2, (1, 64, 64))
+    loss = focal_loss(logits, labels, reduction="sum")
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, focal_loss(logits.float(), labels, reduction="sum"))
+
+
+def test_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    soft = torch.rand(2, 3, 4, generator=g, dtype=torch.float64).softmax(1)
+    labels = torch.randint(0, 3, (2, 4), generator=g)
+    assert torch.autograd.gradcheck(lambda x: focal_loss(x, soft, gamma=1.5), (logits,))
+    assert torch.autograd.gradcheck(lambda x: focal_loss(x, labels, weight=[1.0, 2.0, 0.5]), (logits,))
+    assert torch.autograd.gradcheck(lambda x: focal_loss(x, soft, activation="sigmoid", alpha=0.25), (logits,))
+
+
+def test_module_equals_function_and_holds_weight_buffer():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 5, generator=g)
+    labels = torch.randint(0, 3, (2, 5), generator=g)
+    module = FocalLoss(gamma=1.0, weight=[1.0, 2.0, 3.0], ignore_index=2)
+    torch.testing.assert_close(
+        module(logits, labels), focal_loss(logits, labels, gamma=1.0, weight=[1.0, 2.0, 3.0], ignore_index=2)
+    )
+    assert "weight" in module.state_dict() and "gamma=1.0" in repr(module)
+
+
+# ---- bad input --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"alpha": 0.25}, ValueError, "alpha balances positives and negatives of activation='sigmoid'"),
+        ({"alpha": 1.5, "activation": "sigmoid"}, ValueError, r"alpha must lie in \[0, 1\]; got 1.5"),
+        ({"gamma": -1.0}, ValueError, "gamma must be >= 0.0; got -1.0"),
+        ({"activation": "none"}, ValueError, "activation must be one of 'softmax', 'sigmoid'; got 'none'"),
+        ({"reduction": "batch"}, ValueError, "reduction must be one of 'mean', 'sum', 'none'; got 'batch'"),
+        ({"ignore_index": 1.0}, TypeError, "ignore_index must be an int or None; got float"),
+        ({"weight": [1.0, 2.0]}, ValueError, "weight must have one value per scored class, 3; got 2"),
+    ],
+)
+def test_bad_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        focal_loss(torch.zeros(1, 3, 2), torch.zeros(1, 2, dtype=torch.long), **kwargs)
+    if "weight" not in kwargs:
+        with pytest.raises(error, match=match):
+            FocalLoss(**kwargs)
+
+
+def test_bad_targets_and_masks():
+    logits = torch.zeros(1, 3, 2)
+    with pytest.raises(ValueError, match="activation='softmax' needs at least 2 channels"):
+        focal_loss(torch.zeros(1, 1, 2), torch.zeros(1, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="mask must be \\(B, \\*spatial\\) or \\(B, 1, \\*spatial\\)"):
+        focal_loss(logits, torch.zeros(1, 2, dtype=torch.long), mask=torch.ones(1, 3, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="ignore_index applies to index targets only"):
+        focal_loss(logits, torch.zeros(1, 3, 2), ignore_index=0)
+    with pytest.raises(TypeError, match="Float labels are not truncated"):
+        focal_loss(logits, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match=r"target holds class index 3; expected indices in \[0, 2\]"):
+        focal_loss(logits, torch.tensor([[0, 3]]))
+    with pytest.raises(ValueError, match=r"target must hold values in \[0, 1\]"):
+        focal_loss(logits, torch.full((1, 3, 2), 2.0))
+    with pytest.raises(ValueError, match=r"target holds class index 2; expected indices in \[0, 1\]"):
+        focal_loss(torch.zeros(1, 1, 2), torch.tensor([[0, 2]]), activation="sigmoid")
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("target_kind", ["index", "dense"])
+def test_empty_batch_gives_zero_and_zero_gradient(activation, target_kind):
+    logits = torch.zeros(0, 3, 4, 4, requires_grad=True)
+    target = torch.zeros(0, 4, 4, dtype=torch.long) if target_kind == "index" else torch.zeros(0, 3, 4, 4)
+    loss = focal_loss(logits, target, activation=activation)
+    loss.backward()
+    assert loss.item() == 0
+    assert logits.grad.shape == (0, 3, 4, 4)

@@ -1,0 +1,331 @@
+"""Bad input raises ValueError or TypeError naming the argument, what was seen and what was expected."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from softseg import (
+    DiceLoss,
+    JaccardLoss,
+    TverskyLoss,
+    activate,
+    aggregate,
+    dice_loss,
+    jaccard_loss,
+    region_statistics,
+    tversky_index,
+    tversky_loss,
+)
+
+LOGITS = torch.zeros(2, 3, 4, 4)
+LABELS = torch.zeros(2, 4, 4, dtype=torch.long)
+SOFT = torch.full((2, 3, 4, 4), 1 / 3)
+
+
+def _raises(error, pattern, fn, *args, **kwargs):
+    with pytest.raises(error, match=pattern):
+        fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------- input
+
+
+@pytest.mark.parametrize(
+    ("input", "error", "pattern"),
+    [
+        ([[0.0]], TypeError, r"input must be a torch\.Tensor; got list"),
+        (torch.zeros(2, 3, 4, dtype=torch.long), TypeError, r"input must hold floating-point .*got dtype torch\.int64"),
+        (torch.zeros(2, 3), ValueError, r"input must have shape \(B, C, \*spatial\).*got shape \(2, 3\)"),
+    ],
+)
+def test_bad_input(input, error, pattern):
+    _raises(error, pattern, dice_loss, input, LABELS)
+
+
+def test_softmax_needs_two_channels():
+    _raises(
+        ValueError,
+        r"activation='softmax' needs at least 2 channels; input has shape \(2, 1, 4, 4\).*activation='sigmoid'",
+        dice_loss,
+        torch.zeros(2, 1, 4, 4),
+        torch.zeros(2, 4, 4, dtype=torch.long),
+    )
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_probabilities_outside_unit_interval_with_activation_none(bad):
+    probs = SOFT.clone()
+    probs[0, 0, 0, 0] = bad
+    pattern = r"input \(activation='none' expects probabilities\) must hold values in \[0, 1\]; found"
+    _raises(ValueError, pattern, dice_loss, probs, LABELS, activation="none")
+
+
+# ---------------------------------------------------------------- target
+
+
+def test_target_not_a_tensor():
+    _raises(TypeError, r"target must be a torch\.Tensor; got ndarray", dice_loss, LOGITS, LABELS.numpy())
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        torch.zeros(2, 4, 5, dtype=torch.long),  # wrong spatial size
+        torch.zeros(3, 4, 4, dtype=torch.long),  # wrong batch
+        torch.zeros(2, 2, 4, 4, dtype=torch.long),  # two channels of indices
+        torch.zeros(2, 2, 4, 4),  # probabilities for 2 classes, input has 3
+        torch.zeros(2, 3, 4),  # missing a spatial dim
+    ],
+)
+def test_wrong_target_shape(target):
+    pattern = (
+        rf"target of shape {re.escape(str(tuple(target.shape)))} and dtype {target.dtype} does not fit input of "
+        r"shape \(2, 3, 4, 4\); expected class indices of an integer dtype with shape \(2, 4, 4\) or "
+        r"\(2, 1, 4, 4\), or class probabilities of a float dtype with shape \(2, 3, 4, 4\)"
+    )
+    _raises(ValueError, pattern, dice_loss, LOGITS, target)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 4), (2, 1, 4, 4)])
+def test_float_target_of_index_shape_is_not_truncated(shape):
+    pattern = r"target has the shape of class indices .* but dtype torch\.float32.*Float labels are not truncated"
+    _raises(TypeError, pattern, dice_loss, LOGITS, torch.ones(shape))
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.bool, torch.uint8])
+def test_integer_target_of_dense_shape(dtype):
+    pattern = rf"target has the shape of class probabilities \(2, 3, 4, 4\) but dtype {dtype}.*\.float\(\)"
+    _raises(TypeError, pattern, dice_loss, LOGITS, torch.zeros(2, 3, 4, 4, dtype=dtype))
+
+
+@pytest.mark.parametrize(("label", "seen"), [(3, 3), (-1, -1), (100, 100)])
+def test_label_out_of_range(label, seen):
+    labels = LABELS.clone()
+    labels[1, 2, 3] = label
+    _raises(ValueError, rf"target holds class index {seen}; expected indices in \[0, 2\]", dice_loss, LOGITS, labels)
+
+
+def test_label_out_of_range_names_the_ignore_index():
+    labels = LABELS.clone()
+    labels[0, 0, 0] = 255
+    labels[0, 0, 1] = 7
+    pattern = r"target holds class index 7; expected indices in \[0, 2\] \(ignore_index=255 is excluded\)"
+    _raises(ValueError, pattern, dice_loss, LOGITS, labels, ignore_index=255)
+
+
+def test_binary_label_out_of_range():
+    labels = torch.tensor([[0, 1, 2]])
+    _raises(
+        ValueError,
+        r"class index 2; expected indices in \[0, 1\]",
+        dice_loss,
+        torch.zeros(1, 1, 3),
+        labels,
+        activation="sigmoid",
+    )
+
+
+@pytest.mark.parametrize(("bad", "pattern"), [(1.5, r"\[0, 1.5\]"), (-0.25, r"\[-0.25, 1\]"), (float("nan"), "NaN")])
+def test_dense_target_outside_unit_interval(bad, pattern):
+    target = torch.ones(2, 3, 4, 4) / 3
+    target[1, 1, 1, 1] = bad
+    target[0, 0, 0, 0] = 1.0
+    target[0, 0, 0, 1] = 0.0
+    _raises(ValueError, rf"target must hold values in \[0, 1\]; found.*{pattern}", dice_loss, LOGITS, target)
+
+
+def test_ignore_index_with_dense_target():
+    pattern = r"ignore_index applies to index targets only; pass mask="
+    _raises(ValueError, pattern, dice_loss, LOGITS, SOFT, ignore_index=0)
+
+
+# ---------------------------------------------------------------- mask
+
+
+@pytest.mark.parametrize(
+    ("mask", "error", "pattern"),
+    [
+        (
+            torch.ones(2, 4, 4),
+            TypeError,
+            r"mask must be a bool tensor \(True = pixel counts\); got dtype torch\.float32",
+        ),
+        (torch.ones(2, 4, 4, dtype=torch.long), TypeError, r"mask must be a bool tensor.*torch\.int64"),
+        (
+            torch.ones(2, 2, 4, 4, dtype=torch.bool),
+            ValueError,
+            r"mask must have shape \(2, 4, 4\), \(2, 1, 4, 4\) or \(2, 3, 4, 4\); got \(2, 2, 4, 4\)",
+        ),
+        (torch.ones(4, 4, dtype=torch.bool), ValueError, r"mask must have shape .*; got \(4, 4\)"),
+        ([[True]], TypeError, r"mask must be a torch\.Tensor; got list"),
+    ],
+)
+def test_bad_mask(mask, error, pattern):
+    for target in (LABELS, SOFT):
+        _raises(error, pattern, dice_loss, LOGITS, target, mask=mask)
+
+
+# ---------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "pattern"),
+    [
+        ({"activation": "relu"}, ValueError, r"activation must be one of 'softmax', 'sigmoid', 'none'; got 'relu'"),
+        ({"reduction": "avg"}, ValueError, r"reduction must be one of 'mean', 'sum', 'none'; got 'avg'"),
+        ({"aggregation": "batch"}, ValueError, r"aggregation must be one of 'global', 'image', 'class'; got 'batch'"),
+        ({"aggregation": {"pixel": 1.0}}, ValueError, r"aggregation key must be one of .*; got 'pixel'"),
+        ({"aggregation": {"image": -1.0}}, ValueError, r"aggregation\['image'\] must be >= 0.0; got -1.0"),
+        ({"aggregation": {"image": 0.0}}, ValueError, r"aggregation weights must not all be zero"),
+        ({"aggregation": {}}, TypeError, r"aggregation must be .* or a non-empty mapping.*; got \{\}"),
+        ({"aggregation": 3}, TypeError, r"aggregation must be 'global', 'image', 'class' or .*; got 3"),
+        ({"active_classes": "some"}, ValueError, r"active_classes must be one of 'all', 'present'; got 'some'"),
+        ({"presence_threshold": -0.5}, ValueError, r"presence_threshold must be >= 0.0; got -0.5"),
+        ({"norm": 3}, ValueError, r"norm must be 1 or 2; got 3"),
+        ({"norm": True}, ValueError, r"norm must be 1 or 2; got True"),
+        ({"smooth": -1.0}, ValueError, r"smooth must be >= 0.0; got -1.0"),
+        ({"smooth": float("nan")}, ValueError, r"smooth must be finite; got nan"),
+        ({"smooth": "1"}, TypeError, r"smooth must be a real number; got str"),
+        ({"gamma": 0.0}, ValueError, r"gamma must be > 0.0; got 0.0"),
+        ({"gamma": float("inf")}, ValueError, r"gamma must be finite; got inf"),
+        ({"log_loss": 1}, TypeError, r"log_loss must be a bool; got int"),
+        ({"include_background": "no"}, TypeError, r"include_background must be a bool; got str"),
+        ({"ignore_index": 1.5}, TypeError, r"ignore_index must be an int or None; got float"),
+        ({"ignore_index": True}, TypeError, r"ignore_index must be an int or None; got bool"),
+        (
+            {"reduction": "none", "aggregation": {"image": 0.5, "class": 0.5}},
+            ValueError,
+            r"reduction='none' needs a single aggregation level; got the mix",
+        ),
+    ],
+)
+def test_bad_options(options, error, pattern):
+    _raises(error, pattern, dice_loss, LOGITS, LABELS, **options)
+    _raises(error, pattern, DiceLoss, **options)  # modules fail at construction
+
+
+@pytest.mark.parametrize(
+    ("alpha", "beta", "error", "pattern"),
+    [
+        (-0.5, 0.5, ValueError, r"alpha must be >= 0.0; got -0.5"),
+        (0.5, -1, ValueError, r"beta must be >= 0.0; got -1.0"),
+        (0.0, 0.0, ValueError, r"alpha and beta must not both be 0.*got 0.0, 0.0"),
+        (None, 0.5, TypeError, r"alpha must be a real number; got NoneType"),
+    ],
+)
+def test_bad_tversky_weights(alpha, beta, error, pattern):
+    _raises(error, pattern, tversky_loss, LOGITS, LABELS, alpha=alpha, beta=beta)
+    _raises(error, pattern, TverskyLoss, alpha=alpha, beta=beta)
+
+
+def test_unknown_option_is_a_type_error():
+    for fn in (dice_loss, jaccard_loss, tversky_loss):
+        _raises(TypeError, r"unexpected keyword argument 'smoothing'", fn, LOGITS, LABELS, smoothing=1.0)
+    for module in (DiceLoss, JaccardLoss, TverskyLoss):
+        _raises(TypeError, r"unexpected keyword argument 'smoothing'", module, smoothing=1.0)
+
+
+def test_options_are_keyword_only():
+    with pytest.raises(TypeError, match=r"positional argument"):
+        tversky_loss(LOGITS, LABELS, 0.3, 0.7)
+    with pytest.raises(TypeError, match=r"positional argument"):
+        TverskyLoss(0.3, 0.7)
+
+
+@pytest.mark.parametrize("fixed", ["alpha", "beta"])
+def test_dice_and_jaccard_fix_alpha_and_beta(fixed):
+    for fn, name in ((dice_loss, "dice_loss"), (jaccard_loss, "jaccard_loss")):
+        pattern = rf"{name} fixes alpha and beta; got {fixed} \(use tversky_loss"
+        _raises(TypeError, pattern, fn, LOGITS, LABELS, **{fixed: 0.3})
+    for module, name in ((DiceLoss, "DiceLoss"), (JaccardLoss, "JaccardLoss")):
+        _raises(TypeError, rf"{name} fixes alpha and beta; got {fixed}", module, **{fixed: 0.3})
+
+
+def test_include_background_false_with_one_channel():
+    _raises(
+        ValueError,
+        r"include_background=False drops class 0, but input has a single channel",
+        dice_loss,
+        torch.zeros(2, 1, 4),
+        torch.zeros(2, 4, dtype=torch.long),
+        activation="sigmoid",
+        include_background=False,
+    )
+
+
+# ---------------------------------------------------------------- weights
+
+
+@pytest.mark.parametrize(
+    ("weight", "options", "error", "pattern"),
+    [
+        ([1.0, 2.0], {}, ValueError, r"weight must have one value per scored class, 3; got 2"),
+        ([1.0, 2.0, 3.0, 4.0], {}, ValueError, r"weight must have one value per scored class, 3; got 4"),
+        (
+            [1.0, 2.0, 3.0],
+            {"include_background": False},
+            ValueError,
+            r"weight must have one value per scored class, 2 \(include_background=False: leave out class 0\); got 3",
+        ),
+        (torch.ones(3, 1), {}, ValueError, r"weight must be 1-D, one value per class; got shape \(3, 1\)"),
+        ([1.0, -2.0, 3.0], {}, ValueError, r"weight must hold finite non-negative values; got \[1.0, -2.0, 3.0\]"),
+        ([1.0, float("nan"), 3.0], {}, ValueError, r"weight must hold finite non-negative values"),
+        ("abc", {}, TypeError, r"weight must be a 1-D tensor or a sequence of numbers; got str"),
+        (2.0, {}, TypeError, r"weight must be a 1-D tensor or a sequence of numbers; got float"),
+    ],
+)
+def test_bad_weight(weight, options, error, pattern):
+    _raises(error, pattern, dice_loss, LOGITS, LABELS, weight=weight, **options)
+
+
+def test_module_weight_of_wrong_length_fails_at_forward_and_bad_values_at_construction():
+    module = DiceLoss(weight=[1.0, 2.0])  # the number of classes is only known from the input
+    _raises(ValueError, r"weight must have one value per scored class, 3; got 2", module, LOGITS, LABELS)
+    _raises(ValueError, r"weight must hold finite non-negative values", DiceLoss, weight=[1.0, -1.0])
+    _raises(ValueError, r"weight must be 1-D", DiceLoss, weight=torch.ones(2, 2))
+
+
+# ---------------------------------------------------------------- lower layers
+
+
+def test_lower_layers_validate_too():
+    _raises(ValueError, r"norm must be 1 or 2; got 0", region_statistics, SOFT, LABELS, norm=0)
+    _raises(ValueError, r"activation must be one of", activate, LOGITS, "tanh")
+    stats = region_statistics(SOFT, LABELS)
+    entry = lambda s: 1 - tversky_index(s, alpha=0.5, beta=0.5)  # noqa: E731
+    _raises(ValueError, r"reduction='none' needs a single aggregation level", aggregate, stats, entry,
+            aggregation={"global": 1.0, "image": 1.0}, reduction="none")
+    _raises(ValueError, r"presence_threshold must be finite; got nan", aggregate, stats, entry,
+            presence_threshold=float("nan"))
+
+
+# ---------------------------------------------------------------- fuzz: only ValueError / TypeError
+
+
+_DTYPES = [torch.float32, torch.float16, torch.float64, torch.int64, torch.int32, torch.uint8, torch.bool]
+
+
+@given(
+    st.lists(st.integers(0, 3), min_size=1, max_size=5),
+    st.lists(st.integers(0, 3), min_size=0, max_size=5),
+    st.sampled_from(_DTYPES),
+    st.sampled_from(_DTYPES),
+    st.sampled_from(["softmax", "sigmoid", "none"]),
+    st.sampled_from([None, 0, 255]),
+)
+def test_arbitrary_input_gives_a_value_or_a_clear_error(
+    input_shape, target_shape, input_dtype, target_dtype, activation, ignore_index
+):
+    input = torch.rand(input_shape).to(input_dtype)
+    target = (torch.rand(target_shape) * 3).to(target_dtype)
+    try:
+        loss = dice_loss(input, target, activation=activation, ignore_index=ignore_index)
+    except (ValueError, TypeError) as error:
+        assert str(error)  # a message, not a bare exception
+    else:
+        assert bool(torch.isfinite(loss))
