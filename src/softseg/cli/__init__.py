@@ -1,5 +1,77 @@
-"""The ``softseg`` command (placeholder until the command-line issue lands)."""
+"""The ``softseg`` command: ``compare`` losses on soft labels, ``audit`` any loss, ``bench`` the losses.
+
+- ``softseg compare``: train a compact U-Net per loss configuration on multi-rater data and write a report
+  (:mod:`softseg.cli.compare`).
+- ``softseg audit LOSS [--kwargs JSON] [LOSS ...]``: check importable losses for soft-label correctness
+  (:mod:`softseg.cli.audit`); exit status 1 when one fails.
+- ``softseg bench ...``: the performance benchmark, arguments forwarded (:mod:`softseg.cli.bench`).
+
+Exit status: 0 success, 1 an audited loss failed, 2 bad arguments or data (a message, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from softseg.cli.common import CommandError
+
+CLI_EXTRA = ("rich", "matplotlib", "PIL", "nibabel")  # top-level modules of the cli extra's packages
 
 
-def main(argv=None) -> int:
-    raise SystemExit("softseg: the command-line interface is not built yet")
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with the three subcommands.
+
+    Example:
+        >>> parser = build_parser()
+        >>> parser.parse_args(["compare", "--quick", "--losses", "ce"]).losses
+        'ce'
+    """
+    try:
+        from softseg.cli import audit, bench, compare
+    except ImportError as error:
+        if error.name not in CLI_EXTRA:
+            raise
+        raise SystemExit(f"softseg: {error}; the command needs the cli extra: pip install 'softseg[cli]'") from error
+
+    parser = argparse.ArgumentParser(
+        prog="softseg",
+        description="Segmentation losses that stay correct for soft labels: compare, audit and benchmark them.",
+        allow_abbrev=False,
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="{compare,audit,bench}", required=True)
+    compare.add_parser(subparsers)
+    audit.add_parser(subparsers)
+    bench.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``softseg`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Convention:
+        - Bad arguments or data print ``softseg <command>: error: <message>`` to stderr and return 2
+          (argparse's own usage errors exit with 2 as well).
+        - ``audit`` returns 1 when a loss fails a check.
+
+    Example:
+        >>> main(["audit", "softseg.DiceLoss", "--kwargs", "{\\"activation\\": \\"softmax\\"}", "--quiet"])
+        0
+    """
+    parser = build_parser()
+    args, extras = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    if args.command == "audit":
+        args.extras = extras  # loss names with their --kwargs, in order (see softseg.cli.audit)
+    elif args.command == "bench":
+        args.forwarded = extras
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"softseg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["CommandError", "build_parser", "main"]

@@ -1,0 +1,43 @@
+"""``softseg bench``: run the performance benchmark (:mod:`softseg.benchmark`) and print its table.
+
+Every argument after ``bench`` is forwarded unchanged to ``softseg.benchmark.main`` (a leading ``--``
+is dropped), so ``softseg bench -- --help`` shows the benchmark's own options and
+``softseg bench --quick`` runs its quick mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from softseg.cli.common import CommandError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``bench`` subcommand; its arguments are the ones ``parse_known_args`` leaves over.
+
+    Example:
+        >>> sub = argparse.ArgumentParser(prog="softseg").add_subparsers()
+        >>> add_parser(sub).parse_known_args(["--quick"])[1]
+        ['--quick']
+    """
+    parser = subparsers.add_parser(
+        "bench",
+        help="run the loss benchmark (arguments go to softseg.benchmark)",
+        description="Run softseg's benchmark of losses against their peers and print its table. "
+        "All arguments are forwarded to softseg.benchmark.main; `softseg bench -- --help` lists them.",
+        add_help=True,
+        allow_abbrev=False,
+    )
+    parser.set_defaults(run=_run, forwarded=[])
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    forwarded = list(args.forwarded[1:] if args.forwarded[:1] == ["--"] else args.forwarded)
+    try:
+        benchmark = importlib.import_module("softseg.benchmark")
+    except ImportError as error:
+        raise CommandError(f"the benchmark module softseg.benchmark cannot be imported: {error}") from error
+    status = benchmark.main(forwarded)
+    return 0 if status is None else int(status)

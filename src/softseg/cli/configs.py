@@ -1,0 +1,169 @@
+"""Named loss configurations for ``softseg compare``: a registry that users can extend.
+
+A configuration names a loss and the target it trains on: ``"soft"`` (the averaged raters, class
+probabilities (B, C, H, W)) or ``"hard"`` (the majority vote, class indices (B, H, W)). Add your own with
+:func:`register_loss_configuration` (Python) or ``softseg compare --import my_module`` where
+``my_module`` calls it at import time; then select it with ``--losses``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import softseg
+from softseg._checks import check_unit_interval
+from softseg.aggregation import aggregate
+from softseg.losses.compound import DiceCELoss, RegionCELoss
+from softseg.scores import tversky_index
+from softseg.statistics import RegionStatistics
+
+LossFunction = Callable[[Tensor, Tensor], Tensor]
+TARGETS = ("soft", "hard")
+
+
+class LossConfiguration(NamedTuple):
+    """A named way to train: ``build()`` returns ``loss(logits, target)``; ``target`` is ``"soft"`` or ``"hard"``."""
+
+    name: str
+    build: Callable[[], LossFunction]
+    target: str
+    description: str
+
+
+LOSS_CONFIGURATIONS: dict[str, LossConfiguration] = {}
+DEFAULT_CONFIGURATIONS = ("ce", "classic-dice", "softseg-dice", "softseg-jaccard-ce")
+
+
+def register_loss_configuration(
+    name: str,
+    build: Callable[[], LossFunction],
+    *,
+    target: str,
+    description: str,
+    replace: bool = False,
+) -> LossConfiguration:
+    """Add a configuration that ``softseg compare --losses NAME`` can select.
+
+    ``build()`` is called once per training run and returns ``loss(logits, target)``: logits
+    (B, C, H, W) and the target the configuration asks for.
+
+    Convention:
+        - ``name``: non-empty, no commas or spaces (``--losses`` splits on commas); registering an existing
+          name raises unless ``replace=True``.
+        - ``target``: ``"soft"`` (averaged raters, float (B, C, H, W)) or ``"hard"`` (majority vote,
+          int64 (B, H, W)).
+
+    Example:
+        >>> from softseg import TverskyLoss
+        >>> config = register_loss_configuration(
+        ...     "doc-tversky", lambda: TverskyLoss(alpha=0.3, beta=0.7), target="soft",
+        ...     description="softseg Tversky (0.3, 0.7) on the averaged raters")
+        >>> loss = resolve_configurations("ce,doc-tversky")[1].build()
+        >>> float(loss(torch.zeros(1, 2, 4, 4), torch.full((1, 2, 4, 4), 0.5)))
+        0.0
+        >>> _ = LOSS_CONFIGURATIONS.pop("doc-tversky")
+    """
+    if not isinstance(name, str) or not name or any(c in name for c in ", \t"):
+        raise ValueError(f"name must be a non-empty string without commas or spaces; got {name!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}; got {target!r}")
+    if not callable(build):
+        raise TypeError(f"build must be callable, returning loss(logits, target); got {type(build).__name__}")
+    if name in LOSS_CONFIGURATIONS and not replace:
+        raise ValueError(f"a loss configuration named {name!r} exists; pass replace=True to override it")
+    config = LossConfiguration(name, build, target, description)
+    LOSS_CONFIGURATIONS[name] = config
+    return config
+
+
+def resolve_configurations(names: str | None) -> list[LossConfiguration]:
+    """Comma-separated names (None: the defaults) to configurations, in order, without duplicates.
+
+    Example:
+        >>> [c.name for c in resolve_configurations(None)]
+        ['ce', 'classic-dice', 'softseg-dice', 'softseg-jaccard-ce']
+    """
+    selected = list(DEFAULT_CONFIGURATIONS) if names is None else [n.strip() for n in names.split(",") if n.strip()]
+    if not selected:
+        raise ValueError(f"--losses must name at least one configuration; got {names!r}")
+    unknown = [n for n in selected if n not in LOSS_CONFIGURATIONS]
+    if unknown:
+        known = ", ".join(sorted(LOSS_CONFIGURATIONS))
+        raise ValueError(f"unknown loss configuration(s) {', '.join(map(repr, unknown))} in --losses; known: {known}")
+    duplicates = sorted({n for n in selected if selected.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"--losses names {', '.join(map(repr, duplicates))} more than once")
+    return [LOSS_CONFIGURATIONS[n] for n in selected]
+
+
+def product_statistics(probs: Tensor, target: Tensor) -> RegionStatistics:
+    r"""The classic (product) intersection: tp = <x, y>, fp = |x| - tp, fn = |y| - tp per (image, class).
+
+    This is the form softseg replaces; it is kept only as the baseline of the comparison and of the
+    one-pixel figure. On a fractional target it is not minimised at x = y.
+
+    Example:
+        >>> stats = product_statistics(torch.tensor([[[0.5]]]), torch.tensor([[[0.5]]]))
+        >>> [round(float(s), 2) for s in stats[:3]]
+        [0.25, 0.25, 0.25]
+    """
+    dims = tuple(range(2, probs.ndim))
+    tp = (probs * target).sum(dims, dtype=torch.float32)
+    return RegionStatistics(
+        tp, probs.sum(dims, dtype=torch.float32) - tp, target.sum(dims, dtype=torch.float32) - tp, target.amax(dims)
+    )
+
+
+def classic_dice_loss(input: Tensor, target: Tensor, *, activation: str = "softmax") -> Tensor:
+    r"""Classic soft Dice 1 - 2<x, y> / (|x| + |y|) per class, mean over classes (global aggregation).
+
+    What MONAI's ``DiceLoss`` and most code compute; on soft targets its minimiser is not the target.
+    The score is softseg's :func:`~softseg.scores.tversky_index` (alpha = beta = 1/2) on
+    :func:`product_statistics`; only the intersection differs from :func:`softseg.dice_loss`.
+
+    Convention:
+        - ``input``: logits (B, C, \*spatial) (``activation="softmax"``) or probabilities (``"none"``).
+        - ``target``: class probabilities of the input's shape, float in [0, 1].
+        - Empty classes score 0 loss (no NaN); sums in float32.
+
+    Example:
+        >>> half = torch.tensor([[[0.5]]])
+        >>> classic_dice_loss(half, half, activation="none")      # not zero at the target
+        tensor(0.5000)
+        >>> classic_dice_loss(torch.tensor([[[1.0]]]), half, activation="none")
+        tensor(0.3333)
+    """
+    probs = softseg.activate(input, activation)
+    if target.shape != probs.shape or not target.is_floating_point():
+        raise ValueError(
+            f"classic_dice_loss needs class probabilities of shape {tuple(probs.shape)}; "
+            f"got {target.dtype} of shape {tuple(target.shape)}"
+        )
+    check_unit_interval("target", target)
+    stats = product_statistics(probs, target)
+    return aggregate(stats, lambda s: 1 - tversky_index(s, alpha=0.5, beta=0.5))
+
+
+def _cross_entropy() -> LossFunction:
+    return F.cross_entropy  # index targets (majority vote) or class probabilities (averaged raters)
+
+
+def _jaccard_ce() -> LossFunction:
+    return RegionCELoss(region="jaccard")  # Jaccard + CE from one pass over the logits; CE takes soft targets
+
+
+for _name, _build, _target, _description in (
+    ("ce", _cross_entropy, "hard", "cross-entropy on the majority vote"),
+    ("classic-dice", lambda: classic_dice_loss, "soft", "classic soft Dice (product form) on the averaged raters"),
+    ("softseg-dice", softseg.DiceLoss, "soft", "softseg Dice on the averaged raters"),
+    ("softseg-jaccard-ce", _jaccard_ce, "soft", "softseg Jaccard + cross-entropy on the averaged raters"),
+    ("soft-ce", _cross_entropy, "soft", "cross-entropy on the averaged raters"),
+    ("softseg-dice-ce", DiceCELoss, "soft", "softseg Dice + cross-entropy on the averaged raters"),
+    ("dice-majority", softseg.DiceLoss, "hard", "softseg Dice on the majority vote"),
+):
+    register_loss_configuration(_name, _build, target=_target, description=_description)

@@ -1,0 +1,215 @@
+"""The report folder of ``softseg compare``: tables (Markdown, CSV, JSON) and figures (matplotlib, Agg).
+
+The folder is assembled in a temporary sibling and moved into place only when everything succeeded,
+so a failed run never leaves a partial report (and keeps an earlier report intact).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import softseg  # noqa: E402
+from softseg import metrics  # noqa: E402
+from softseg.cli.configs import classic_dice_loss  # noqa: E402
+from softseg.cli.train import METRIC_LABELS, RunResult  # noqa: E402
+
+COLUMNS = ("loss", "target", *METRIC_LABELS, "train_seconds")
+HEADERS = ("loss", "target", *METRIC_LABELS.values(), "train time (s)")
+LOWER_IS_BETTER = {"ece", "brier"}
+
+
+@contextlib.contextmanager
+def atomic_folder(destination: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``destination``; on success it replaces ``destination``.
+
+    On an exception the temporary folder is deleted and ``destination`` is left as it was.
+
+    Example:
+        >>> root = Path(tempfile.mkdtemp())
+        >>> with atomic_folder(root / "report") as folder:
+        ...     _ = (folder / "table.md").write_text("| a |")
+        >>> sorted(p.name for p in root.iterdir()), (root / "report" / "table.md").exists()
+        (['report'], True)
+    """
+    destination = Path(destination)
+    if destination.exists() and not destination.is_dir():
+        raise ValueError(f"--out must be a folder; {destination} exists and is a file")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a report is an ordinary folder
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = None
+    if destination.exists():
+        previous = Path(tempfile.mkdtemp(prefix=f".{destination.name}.previous-", dir=destination.parent))
+        previous.rmdir()
+        destination.rename(previous)
+    staging.rename(destination)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def summary_rows(results: Sequence[RunResult]) -> list[dict[str, object]]:
+    """One row per configuration: name, target, the final test metrics and the training time.
+
+    Convention:
+        Keys are ``COLUMNS``: ``loss``, ``target``, the metric keys of :data:`METRIC_LABELS`, ``train_seconds``.
+    """
+    return [
+        {"loss": r.config.name, "target": r.config.target, **r.metrics, "train_seconds": r.seconds} for r in results
+    ]
+
+
+def _format(key: str, value: object) -> str:
+    if key == "train_seconds":
+        return f"{value:.1f}"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, object]]) -> str:
+    """A GitHub Markdown table of :func:`summary_rows`.
+
+    Example:
+        >>> print(markdown_table([{"loss": "ce", "target": "hard", "dice_majority": 0.5, "soft_dice": 0.25,
+        ...     "thresholded_dice": 0.5, "ece": 0.1, "brier": 0.2, "train_seconds": 3.0}]))
+        | loss | target | Dice vs majority | soft Dice | thresholded Dice | ECE | Brier | train time (s) |
+        | --- | --- | --- | --- | --- | --- | --- | --- |
+        | ce | hard | 0.5000 | 0.2500 | 0.5000 | 0.1000 | 0.2000 | 3.0 |
+    """
+    lines = ["| " + " | ".join(HEADERS) + " |", "| " + " | ".join("---" for _ in HEADERS) + " |"]
+    lines += ["| " + " | ".join(_format(k, row[k]) for k in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def rich_table(rows: Sequence[dict[str, object]], *, title: str) -> Table:
+    """The summary as a rich table; the best value of every metric column is bold.
+
+    Example:
+        >>> row = {"loss": "a", "target": "soft", "dice_majority": 0.5, "soft_dice": 0.5, "thresholded_dice": 0.5,
+        ...        "ece": 0.1, "brier": 0.2, "train_seconds": 1.0}
+        >>> rich_table([row], title="t").row_count
+        1
+    """
+    table = Table(title=title)
+    for header in HEADERS:
+        table.add_column(header, justify="left" if header in ("loss", "target") else "right")
+    best = {}
+    for key in METRIC_LABELS:
+        values = [row[key] for row in rows]
+        best[key] = min(values) if key in LOWER_IS_BETTER else max(values)
+    for row in rows:
+        cells = []
+        for key in COLUMNS:
+            text = _format(key, row[key])
+            cells.append(f"[bold]{text}[/bold]" if key in best and row[key] == best[key] and len(rows) > 1 else text)
+        table.add_row(*cells)
+    return table
+
+
+def write_tables(folder: Path, rows: Sequence[dict[str, object]], results: Sequence[RunResult], settings: dict) -> None:
+    """summary.md, summary.csv and summary.json (rows, settings and per-epoch histories)."""
+    header = "# softseg compare\n\n" + "\n".join(f"- {k}: {v}" for k, v in settings.items()) + "\n\n"
+    notes = (
+        "\n\nTest cases only. Dice vs majority: hard prediction (argmax) against the majority vote. soft Dice: "
+        "probabilities against the averaged raters (1 exactly when equal). thresholded Dice: both binarised at "
+        "0.1, ..., 0.9 (QUBIQ), per image. These three leave the background out. ECE (top-label, 15 bins) and "
+        "Brier (sum over classes of squared errors, mean over pixels): against the averaged raters; lower is better.\n"
+    )
+    (folder / "summary.md").write_text(header + markdown_table(rows) + notes)
+    with open(folder / "summary.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    payload = {
+        "settings": settings,
+        "results": rows,
+        "history": {r.config.name: r.history for r in results},
+        "descriptions": {r.config.name: r.config.description for r in results},
+    }
+    (folder / "summary.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def plot_learning_curves(path: Path, results: Sequence[RunResult]) -> None:
+    """Training loss (each configuration in its own units) and test soft Dice against the epoch."""
+    figure, (loss_axes, dice_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for result in results:
+        epochs = [h["epoch"] for h in result.history]
+        loss_axes.plot(epochs, [h["train_loss"] for h in result.history], label=result.config.name)
+        dice_axes.plot(epochs, [h["test_soft_dice"] for h in result.history], label=result.config.name)
+    loss_axes.set(xlabel="epoch", ylabel="training loss", title="training loss (own units)", yscale="log")
+    dice_axes.set(xlabel="epoch", ylabel="soft Dice", title="test soft Dice vs averaged raters")
+    dice_axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_reliability(path: Path, results: Sequence[RunResult], target: torch.Tensor, *, n_bins: int = 15) -> None:
+    """Reliability diagram per configuration: accuracy (the target's mass on the predicted class) against confidence."""
+    figure, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.4), squeeze=False)
+    for axis, result in zip(axes[0], results, strict=True):
+        bins = metrics.reliability_bins(result.test_probs, target, n_bins=n_bins)
+        counted = bins.count > 0
+        centers = ((bins.edges[:-1] + bins.edges[1:]) / 2)[counted]
+        axis.bar(centers.tolist(), bins.accuracy[counted].tolist(), width=1.0 / n_bins, edgecolor="black", alpha=0.7)
+        axis.plot([0, 1], [0, 1], "k--", linewidth=1)
+        axis.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence",
+            title=f"{result.config.name}\nECE {result.metrics['ece']:.4f}",
+        )
+    axes[0][0].set_ylabel("accuracy (averaged raters)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_one_pixel(path: Path, *, target: float = 0.5) -> None:
+    """Loss against the prediction t of one pixel with target ``target``: classic Dice beside softseg's."""
+    predictions = torch.linspace(0.0, 1.0, 201)
+    y = torch.tensor([[[target]]])
+    curves = {
+        "classic soft Dice  1 - 2ty / (t + y)": [
+            float(classic_dice_loss(t.view(1, 1, 1), y, activation="none")) for t in predictions
+        ],
+        "softseg Dice  |t - y| / (t + y)": [
+            float(softseg.dice_loss(t.view(1, 1, 1), y, activation="none")) for t in predictions
+        ],
+    }
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for axis, (name, values) in zip(axes, curves.items(), strict=True):
+        best = min(range(len(values)), key=values.__getitem__)
+        axis.plot(predictions.tolist(), values)
+        axis.axvline(target, color="gray", linestyle="--", label=f"target y = {target}")
+        axis.plot(
+            [predictions[best].item()],
+            [values[best]],
+            "o",
+            color="red",
+            label=f"minimum at t = {predictions[best]:.2f}",
+        )
+        axis.set(xlabel="prediction t", title=name)
+        axis.legend()
+    axes[0].set_ylabel("loss")
+    figure.suptitle(f"one pixel with target {target}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
