@@ -323,3 +323,44 @@ def test_worker_threads_survive_fork(two_threads):
     with context.Pool(1) as pool:
         value = pool.apply_async(tversky_loss, (logits, labels)).get(timeout=60)
     torch.testing.assert_close(value, expected)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("norm", [1, 2])
+@pytest.mark.parametrize("kind", ["index", "index_ignore", "index_mask"])
+def test_sigmoid_index_gradcheck_without_cross_entropy(channels, norm, kind):
+    # The closed-form sigmoid + index kernel (no cross-entropy): C = 1 (0/1 labels) and C > 1 (gather/scatter).
+    logits = torch.randn(2, channels, 25, dtype=torch.float64, generator=torch.Generator().manual_seed(13))
+    logits.requires_grad_()
+    target, options = _targets(kind, 2, channels, (25,), seed=14)
+    coefs = torch.randn(3, 2, channels, dtype=torch.float64, generator=torch.Generator().manual_seed(15))
+
+    def combined(z):
+        stats, _ = fused_statistics(z, target, activation="sigmoid", norm=norm, **options)
+        return (coefs[0] * stats.tp + coefs[1] * stats.fp + coefs[2] * stats.fn).sum()
+
+    assert torch.autograd.gradcheck(combined, (logits,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_sigmoid_index_half_precision(dtype, channels):
+    logits = torch.randn(2, channels, 4000, generator=torch.Generator().manual_seed(16))
+    target, options = _targets("index_ignore", 2, channels, (4000,))
+    half = logits.to(dtype).requires_grad_()
+    stats = logit_statistics(half, target, activation="sigmoid", **options)
+    assert stats.tp.dtype == torch.float32
+    exact_in = half.detach().float().requires_grad_()
+    exact = _reference_statistics(exact_in, target, "sigmoid", **options)
+    torch.testing.assert_close(stats.tp, exact.tp, rtol=1e-5, atol=1e-3)
+    (stats.tp.sum() - stats.fp.sum() + 0.5 * stats.fn.sum()).backward()
+    (exact.tp.sum() - exact.fp.sum() + 0.5 * exact.fn.sum()).backward()
+    assert half.grad.dtype == dtype
+    torch.testing.assert_close(half.grad.float(), exact_in.grad, rtol=2e-2, atol=2e-3)
+
+
+def test_sigmoid_binary_bad_label():
+    with pytest.raises(ValueError, match=r"target holds class index 2; expected indices in \[0, 1\]"):
+        fused_statistics(torch.randn(1, 1, 5), torch.tensor([[0, 1, 2, 0, 1]]), activation="sigmoid")
+    with pytest.raises(ValueError, match=r"target holds class index -1"):
+        fused_statistics(torch.randn(1, 1, 5), torch.tensor([[0, 1, -1, 0, 1]]), activation="sigmoid", ignore_index=255)
