@@ -12,11 +12,11 @@ from softseg.cli import main
 from softseg.cli.configs import (
     LOSS_CONFIGURATIONS,
     classic_dice_loss,
-    product_statistics,
     register_loss_configuration,
     resolve_configurations,
 )
 from softseg.cli.report import atomic_folder, markdown_table
+from softseg.statistics import product_statistics
 
 QUICK = ["compare", "--quick", "--threads", "1"]
 REPORT_FILES = {

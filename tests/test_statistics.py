@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from softseg import RegionStatistics, dice_loss, region_statistics, tversky_index
 from softseg.scores import power
-from softseg.statistics import accumulation_dtype
+from softseg.statistics import accumulation_dtype, product_statistics
 
 GOLDEN_X = [0.2, 0.7, 0.5]
 GOLDEN_Y = [0.5, 0.5, 1.0]
@@ -370,3 +370,39 @@ def test_index_target_is_never_expanded_to_a_dense_one_hot(norm, options):
         # Tensors of the logits' size may only be the probabilities and what is computed from them.
         assert all(dtype.is_floating_point for _, _, dtype in big), big
         assert not [entry for entry in big if entry[0].split(".")[0].strip("_") in _EXPANDING_OPS], big
+
+
+# ---- product_statistics: the classic form, kept for legacy losses and baselines ----------------------------
+
+
+def test_product_statistics_hand_values():
+    # x = (0.2, 0.7, 0.5), y = (0.5, 0.5, 1.0): <x, y> = 0.1 + 0.35 + 0.5 = 0.95, |x| = 1.4, |y| = 2.0.
+    stats = product_statistics(torch.tensor([[[0.2, 0.7, 0.5]]]), torch.tensor([[[0.5, 0.5, 1.0]]]))
+    assert torch.allclose(stats.tp, torch.tensor([[0.95]]))
+    assert torch.allclose(stats.fp, torch.tensor([[0.45]]))
+    assert torch.allclose(stats.fn, torch.tensor([[1.05]]))
+    assert stats.target_max.item() == 1.0
+
+
+def test_product_statistics_equal_region_statistics_on_binary_targets():
+    generator = torch.Generator().manual_seed(3)
+    probs = torch.rand(2, 3, 4, 5, generator=generator, dtype=torch.float64)
+    one_hot = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 4, 5), generator=generator), 3)
+    one_hot = one_hot.permute(0, 3, 1, 2).to(torch.float64)
+    for ours, theirs in zip(product_statistics(probs, one_hot), region_statistics(probs, one_hot)):
+        assert ours.dtype == torch.float64
+        assert torch.allclose(ours, theirs)
+
+
+def test_product_statistics_keeps_fp_and_fn_at_a_soft_target():
+    soft = torch.full((1, 1, 4), 0.5)
+    stats = product_statistics(soft, soft)
+    assert stats.fp.item() == pytest.approx(1.0) and stats.fn.item() == pytest.approx(1.0)
+
+
+def test_product_statistics_rejects_index_targets_and_out_of_range_values():
+    probs = torch.rand(1, 2, 4)
+    with pytest.raises(TypeError, match=r"product_statistics needs class probabilities of shape \(1, 2, 4\)"):
+        product_statistics(probs, torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"target must hold values in \[0, 1\]"):
+        product_statistics(probs, torch.full((1, 2, 4), 1.5))

@@ -192,6 +192,44 @@ def _index_statistics(
     return RegionStatistics(tp, pred_mass - tp, count - tp, (count > 0).to(acc))
 
 
+def product_statistics(probs: Tensor, target: Tensor) -> RegionStatistics:
+    r"""The classic product-form statistics, kept for reproducing legacy losses and as a baseline.
+
+    .. math::
+
+        tp = \sum_i x_i y_i,\quad fp = \sum_i x_i - tp,\quad fn = \sum_i y_i - tp
+
+    This is what MONAI's ``soft_label=False``, nnU-Net and most code use. It equals
+    :func:`region_statistics` when y is binary, but on a fractional target it is not minimised at
+    x = y (fp and fn stay positive there): use it only to reproduce such a loss, never to train on soft labels.
+
+    Convention:
+        - ``probs``: (B, C, \*spatial) floating point, already activated (not checked).
+        - ``target``: class probabilities (B, C, \*spatial), float, values in [0, 1]; index targets are an
+          error here (on hard labels use :func:`region_statistics`, which gives the same numbers).
+        - No ignored pixels: multiply ``probs`` and ``target`` by a mask first. Sums in float32 (float64 for
+          float64 input); an empty (image, class) gives zeros.
+
+    Example:
+        >>> half = torch.tensor([[[0.5]]])
+        >>> [round(float(s), 2) for s in product_statistics(half, half)[:3]]   # fp, fn > 0 at x = y
+        [0.25, 0.25, 0.25]
+    """
+    probs = check_input(probs)
+    if target_kind(probs, target) != "dense":
+        raise TypeError(
+            f"product_statistics needs class probabilities of shape {tuple(probs.shape)}; got class indices of "
+            f"shape {tuple(target.shape)} (region_statistics gives the same numbers for hard labels)"
+        )
+    check_unit_interval("target", target)
+    acc = accumulation_dtype(probs.dtype)
+    dims = tuple(range(2, probs.ndim))
+    tp = (probs * target).sum(dims, dtype=acc)
+    has_pixels = math.prod(probs.shape[2:]) > 0
+    target_max = target.detach().amax(dims).to(acc) if has_pixels else torch.zeros_like(tp)
+    return RegionStatistics(tp, probs.sum(dims, dtype=acc) - tp, target.sum(dims, dtype=acc) - tp, target_max)
+
+
 def logit_statistics(
     input: Tensor,
     target: Tensor,

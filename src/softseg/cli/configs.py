@@ -16,11 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import softseg
-from softseg._checks import check_unit_interval
 from softseg.aggregation import aggregate
 from softseg.losses.compound import DiceCELoss, RegionCELoss
 from softseg.scores import tversky_index
-from softseg.statistics import RegionStatistics
+from softseg.statistics import product_statistics
 
 LossFunction = Callable[[Tensor, Tensor], Tensor]
 TARGETS = ("soft", "hard")
@@ -101,30 +100,12 @@ def resolve_configurations(names: str | None) -> list[LossConfiguration]:
     return [LOSS_CONFIGURATIONS[n] for n in selected]
 
 
-def product_statistics(probs: Tensor, target: Tensor) -> RegionStatistics:
-    r"""The classic (product) intersection: tp = <x, y>, fp = |x| - tp, fn = |y| - tp per (image, class).
-
-    This is the form softseg replaces; it is kept only as the baseline of the comparison and of the
-    one-pixel figure. On a fractional target it is not minimised at x = y.
-
-    Example:
-        >>> stats = product_statistics(torch.tensor([[[0.5]]]), torch.tensor([[[0.5]]]))
-        >>> [round(float(s), 2) for s in stats[:3]]
-        [0.25, 0.25, 0.25]
-    """
-    dims = tuple(range(2, probs.ndim))
-    tp = (probs * target).sum(dims, dtype=torch.float32)
-    return RegionStatistics(
-        tp, probs.sum(dims, dtype=torch.float32) - tp, target.sum(dims, dtype=torch.float32) - tp, target.amax(dims)
-    )
-
-
 def classic_dice_loss(input: Tensor, target: Tensor, *, activation: str = "softmax") -> Tensor:
     r"""Classic soft Dice 1 - 2<x, y> / (|x| + |y|) per class, mean over classes (global aggregation).
 
     What MONAI's ``DiceLoss`` and most code compute; on soft targets its minimiser is not the target.
     The score is softseg's :func:`~softseg.scores.tversky_index` (alpha = beta = 1/2) on
-    :func:`product_statistics`; only the intersection differs from :func:`softseg.dice_loss`.
+    :func:`softseg.statistics.product_statistics`; only the intersection differs from :func:`softseg.dice_loss`.
 
     Convention:
         - ``input``: logits (B, C, \*spatial) (``activation="softmax"``) or probabilities (``"none"``).
@@ -144,8 +125,7 @@ def classic_dice_loss(input: Tensor, target: Tensor, *, activation: str = "softm
             f"classic_dice_loss needs class probabilities of shape {tuple(probs.shape)}; "
             f"got {target.dtype} of shape {tuple(target.shape)}"
         )
-    check_unit_interval("target", target)
-    stats = product_statistics(probs, target)
+    stats = product_statistics(probs, target)  # also checks that the target lies in [0, 1]
     return aggregate(stats, lambda s: 1 - tversky_index(s, alpha=0.5, beta=0.5))
 
 

@@ -62,7 +62,7 @@ from softseg._checks import REDUCTIONS, check_choice, check_labels, check_number
 from softseg.distributed import check_distributed_options, sync_statistics
 from softseg.losses.focal import binary_focal_terms, focal_modulation, softmax_focal_terms
 from softseg.scores import tversky_index
-from softseg.statistics import RegionStatistics, accumulation_dtype, region_statistics
+from softseg.statistics import RegionStatistics, accumulation_dtype, product_statistics, region_statistics
 
 __all__ = [
     "DiceCELoss",
@@ -266,14 +266,8 @@ def _statistics(
         probs = probs * target.keep.to(probs.dtype)
     if soft_label or squared_pred:
         return region_statistics(probs, target.dense, norm=norm)
-    # Legacy product form for dense targets: the engine's norm-2 tp is the inner product <x, y>; fp and fn
-    # take the L1 masses |x| and |y| instead of the squared ones (plain sums: a second engine pass costs 2x).
-    inner = region_statistics(probs, target.dense, norm=2)
-    spatial, acc = tuple(range(2, probs.ndim)), inner.tp.dtype
-    tp = inner.tp
-    fp = probs.sum(spatial, dtype=acc) - tp
-    fn = target.dense.sum(spatial, dtype=acc) - tp
-    return RegionStatistics(tp, fp, fn, inner.target_max)
+    # Legacy product form for dense targets: tp = <x, y>, fp = |x| - tp, fn = |y| - tp.
+    return product_statistics(probs, target.dense)
 
 
 def _sync(stats: RegionStatistics, module: nn.Module) -> RegionStatistics:
