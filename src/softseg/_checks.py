@@ -45,6 +45,13 @@ def check_number(
     return value
 
 
+def check_ignore_index(ignore_index: object) -> int | None:
+    """``ignore_index`` is None or an int (a bool is not a label); returns it."""
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    return ignore_index
+
+
 def check_tensor(name: str, value: object) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")

@@ -11,7 +11,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from softseg._checks import check_input, check_labels, check_mask, check_unit_interval, target_kind
+from softseg._checks import (
+    check_ignore_index,
+    check_input,
+    check_labels,
+    check_mask,
+    check_unit_interval,
+    target_kind,
+)
 
 
 class RegionStatistics(NamedTuple):
@@ -105,8 +112,7 @@ def region_statistics(
     kind = target_kind(probs, target)
     if ignore_index is not None and kind == "dense":
         raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    check_ignore_index(ignore_index)
     mask = None if mask is None else check_mask(mask, probs)
     if kind == "index":
         return _index_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)

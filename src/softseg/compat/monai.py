@@ -58,7 +58,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from softseg._checks import REDUCTIONS, check_choice, check_labels, check_number
+from softseg._checks import (
+    REDUCTIONS,
+    check_choice,
+    check_ignore_index,
+    check_labels,
+    check_number,
+    check_tensor,
+)
 from softseg.distributed import check_distributed_options, sync_statistics
 from softseg.losses.focal import binary_focal_terms, focal_modulation, softmax_focal_terms
 from softseg.scores import tversky_index
@@ -81,11 +88,15 @@ W_TYPES = ("square", "simple", "uniform")
 # ---- argument handling ------------------------------------------------------------------------------
 
 
-def _reduction(reduction: object, choices: Sequence[str] = REDUCTIONS) -> str:
-    # MONAI passes LossReduction members, which are str enums: keep their value.
-    value = getattr(reduction, "value", reduction)
-    check_choice("reduction", value, choices)
+def _choice(name: str, value: object, choices: Sequence[str]) -> str:
+    # MONAI passes its options as str enums (LossReduction, Weight): keep their value.
+    value = getattr(value, "value", value)
+    check_choice(name, value, choices)
     return str(value)
+
+
+def _reduction(reduction: object, choices: Sequence[str] = REDUCTIONS) -> str:
+    return _choice("reduction", reduction, choices)
 
 
 def _check_activation(sigmoid: bool, softmax: bool, other_act: Callable | None) -> None:
@@ -96,6 +107,12 @@ def _check_activation(sigmoid: bool, softmax: bool, other_act: Callable | None) 
             "sigmoid=True, softmax=True and other_act are exclusive; got "
             f"sigmoid={sigmoid}, softmax={softmax}, other_act={other_act!r}"
         )
+
+
+
+def _smoothing(smooth_nr: object, smooth_dr: object) -> tuple[float, float]:
+    """MONAI's numerator and denominator smoothing: finite real numbers (no sign check, as in MONAI)."""
+    return check_number("smooth_nr", smooth_nr), check_number("smooth_dr", smooth_dr)
 
 
 def _class_weight(weight: object, name: str = "weight") -> Tensor | None:
@@ -137,8 +154,7 @@ def _activate(input: Tensor, *, sigmoid: bool, softmax: bool, other_act: Callabl
 
 
 def _check_input(input: object) -> Tensor:
-    if not isinstance(input, Tensor):
-        raise TypeError(f"input must be a torch.Tensor; got {type(input).__name__}")
+    input = check_tensor("input", input)
     if not input.is_floating_point():
         raise TypeError(f"input must hold floating-point logits or probabilities; got dtype {input.dtype}")
     if input.ndim < 3:
@@ -211,10 +227,8 @@ def _ignore_keep(target: Tensor, ignore_index: int, channels: int) -> Tensor:
 
 
 def _prepare_target(input: Tensor, target: object, *, to_onehot_y: bool, ignore_index: int | None) -> _Target:
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    check_tensor("target", target)
+    check_ignore_index(ignore_index)
     channels = input.shape[1]
     if to_onehot_y and channels == 1:
         _warn_single_channel("to_onehot_y=True")
@@ -278,13 +292,14 @@ def _sync(stats: RegionStatistics, module: nn.Module) -> RegionStatistics:
     return sync_statistics(stats, levels=levels, process_group=module.process_group)
 
 
-def _drop_background(stats: RegionStatistics, include_background: bool) -> RegionStatistics:
+def _without_background(include_background: bool, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """include_background=False drops channel 0 of each (B, C, ...) tensor; MONAI warns and keeps one channel."""
     if include_background:
-        return stats
-    if stats.tp.shape[1] == 1:
+        return tensors
+    if tensors[0].shape[1] == 1:
         _warn_single_channel("include_background=False")
-        return stats
-    return RegionStatistics(*(s[:, 1:] for s in stats))
+        return tensors
+    return tuple(t[:, 1:] for t in tensors)
 
 
 def _reduce(loss: Tensor, reduction: str, broadcast_ndim: int | None = None) -> Tensor:
@@ -301,7 +316,68 @@ def _reduce(loss: Tensor, reduction: str, broadcast_ndim: int | None = None) -> 
 # ---- region losses ----------------------------------------------------------------------------------
 
 
-class DiceLoss(nn.Module):
+class _RegionLoss(nn.Module):
+    """What the Dice, Tversky and generalised Dice losses share: MONAI's common arguments and the
+    activate -> statistics -> drop background -> sync -> pool pipeline (scores are the subclasses' own)."""
+
+    def __init__(
+        self,
+        *,
+        include_background: bool,
+        to_onehot_y: bool,
+        sigmoid: bool,
+        softmax: bool,
+        other_act: Callable | None,
+        reduction: str,
+        batch: bool,
+        soft_label: bool,
+        distributed: bool,
+        process_group: torch.distributed.ProcessGroup | None,
+    ) -> None:
+        # Only the checks that come first in every subclass live here, so bad arguments fail in the same
+        # order as before; each subclass checks its own arguments and the smoothing after this.
+        super().__init__()
+        check_distributed_options(distributed, process_group)
+        self.distributed, self.process_group = distributed, process_group
+        _check_activation(sigmoid, softmax, other_act)
+        self.reduction = _reduction(reduction)
+        self.include_background = include_background
+        self.to_onehot_y = to_onehot_y
+        self.sigmoid = sigmoid
+        self.softmax = softmax
+        self.other_act = other_act
+        self.batch = batch
+        self.soft_label = soft_label
+
+    def _activate(self, input: Tensor) -> Tensor:
+        return _activate(input, sigmoid=self.sigmoid, softmax=self.softmax, other_act=self.other_act)
+
+    def _prepare(self, input: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, _Target]:
+        """Probabilities and the target in the engine's form (the target is checked against the probabilities)."""
+        probs = self._activate(input)
+        return probs, _prepare_target(probs, target, to_onehot_y=self.to_onehot_y, ignore_index=ignore_index)
+
+    def _region_statistics(
+        self, probs: Tensor, target: _Target, *, squared_pred: bool, ignore_index: int | None
+    ) -> RegionStatistics:
+        """Per-(image, class) statistics after sync and include_background, summed over images for batch=True."""
+        stats = _statistics(
+            probs,
+            target,
+            soft_label=self.soft_label,
+            squared_pred=squared_pred,
+            ignore_index=ignore_index,
+            nonnegative=_nonnegative(self, probs.shape[1]),
+        )
+        stats = _sync(RegionStatistics(*_without_background(self.include_background, *stats)), self)
+        return stats.sum_images() if self.batch else stats
+
+    def _unpooled(self, loss: Tensor) -> Tensor:
+        """batch=True leaves one pooled row: drop it, as MONAI's output has no image axis then."""
+        return loss[0] if self.batch else loss
+
+
+class DiceLoss(_RegionLoss):
     r"""Drop-in for ``monai.losses.DiceLoss`` (MONAI 1.6) on the softseg engine.
 
     .. math::
@@ -355,50 +431,33 @@ class DiceLoss(nn.Module):
         distributed: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
-        super().__init__()
-        check_distributed_options(distributed, process_group)
-        self.distributed, self.process_group = distributed, process_group
-        _check_activation(sigmoid, softmax, other_act)
-        self.reduction = _reduction(reduction)
-        self.include_background = include_background
-        self.to_onehot_y = to_onehot_y
-        self.sigmoid = sigmoid
-        self.softmax = softmax
-        self.other_act = other_act
+        super().__init__(
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            reduction=reduction,
+            batch=batch,
+            soft_label=soft_label,
+            distributed=distributed,
+            process_group=process_group,
+        )
         self.squared_pred = squared_pred
         self.jaccard = jaccard
-        self.smooth_nr = check_number("smooth_nr", smooth_nr)
-        self.smooth_dr = check_number("smooth_dr", smooth_dr)
-        self.batch = batch
-        self.soft_label = soft_label
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
-        self.ignore_index = ignore_index
+        self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.register_buffer("class_weight", _class_weight(weight))
-
-    def _activate(self, input: Tensor) -> Tensor:
-        return _activate(input, sigmoid=self.sigmoid, softmax=self.softmax, other_act=self.other_act)
 
     def _entry_losses(self, probs: Tensor, target: _Target, ignore_index: int | None) -> Tensor:
         """Per-(image, class) losses, (B, C) or (C,) with batch=True, before weights and reduction."""
-        stats = _statistics(
-            probs,
-            target,
-            soft_label=self.soft_label,
-            squared_pred=self.squared_pred,
-            ignore_index=ignore_index,
-            nonnegative=_nonnegative(self, probs.shape[1]),
-        )
-        stats = _sync(_drop_background(stats, self.include_background), self)
-        if self.batch:
-            stats = stats.sum_images()
+        stats = self._region_statistics(probs, target, squared_pred=self.squared_pred, ignore_index=ignore_index)
         tversky = 1.0 if self.jaccard else 0.5
         # MONAI's (2 tp + s_nr) / (2 (tp + a fp + a fn) + s_dr) is the Tversky index with s_nr/2 and s_dr/2.
         index = tversky_index(
             stats, alpha=tversky, beta=tversky, smooth=self.smooth_nr / 2, smooth_denominator=self.smooth_dr / 2
         )
-        loss = 1 - index
-        return loss[0] if self.batch else loss
+        return self._unpooled(1 - index)
 
     def _weighted(self, loss: Tensor) -> Tensor:
         if self.class_weight is None or loss.shape[-1] == 1:
@@ -406,12 +465,15 @@ class DiceLoss(nn.Module):
         _check_weight_length(self.class_weight, loss.shape[-1], self.include_background)
         return loss * self.class_weight.to(loss)
 
+    def _reduced(self, probs: Tensor, target: _Target, ignore_index: int | None, spatial_dims: int) -> Tensor:
+        """The weighted per-(image, class) losses, reduced; "none" is viewed to broadcast with the input."""
+        loss = self._weighted(self._entry_losses(probs, target, ignore_index))
+        return _reduce(loss, self.reduction, spatial_dims)
+
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         input = _check_input(input)
-        probs = self._activate(input)
-        prepared = _prepare_target(probs, target, to_onehot_y=self.to_onehot_y, ignore_index=self.ignore_index)
-        loss = self._weighted(self._entry_losses(probs, prepared, self.ignore_index))
-        return _reduce(loss, self.reduction, input.ndim - 2)
+        probs, prepared = self._prepare(input, target, self.ignore_index)
+        return self._reduced(probs, prepared, self.ignore_index, input.ndim - 2)
 
 
 class MaskedDiceLoss(DiceLoss):
@@ -478,8 +540,7 @@ class MaskedDiceLoss(DiceLoss):
 
     def forward(self, input: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         input = _check_input(input)
-        probs = self._activate(input)
-        prepared = _prepare_target(probs, target, to_onehot_y=self.to_onehot_y, ignore_index=None)
+        probs, prepared = self._prepare(input, target, None)
         if mask is None:
             warnings.warn("No mask value specified for the MaskedLoss.", stacklevel=2)
         else:
@@ -500,8 +561,7 @@ class MaskedDiceLoss(DiceLoss):
             # Masked pixels carry an out-of-range label and leave every sum through the engine's ignore_index.
             ignore_index = -1
             prepared = _Target(prepared.labels.masked_fill(prepared.keep == 0, -1), None, None)
-        loss = self._weighted(self._entry_losses(probs, prepared, ignore_index))
-        return _reduce(loss, self.reduction, input.ndim - 2)
+        return self._reduced(probs, prepared, ignore_index, input.ndim - 2)
 
     @staticmethod
     def _check_mask(mask: object, input: Tensor) -> Tensor:
@@ -522,7 +582,7 @@ class MaskedDiceLoss(DiceLoss):
         return mask.to(input.dtype)
 
 
-class TverskyLoss(nn.Module):
+class TverskyLoss(_RegionLoss):
     r"""Drop-in for ``monai.losses.TverskyLoss`` (MONAI 1.6) on the softseg engine.
 
     .. math::
@@ -564,48 +624,34 @@ class TverskyLoss(nn.Module):
         distributed: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
-        super().__init__()
-        check_distributed_options(distributed, process_group)
-        self.distributed, self.process_group = distributed, process_group
-        _check_activation(sigmoid, softmax, other_act)
-        self.reduction = _reduction(reduction)
-        self.include_background = include_background
-        self.to_onehot_y = to_onehot_y
-        self.sigmoid = sigmoid
-        self.softmax = softmax
-        self.other_act = other_act
+        super().__init__(
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            reduction=reduction,
+            batch=batch,
+            soft_label=soft_label,
+            distributed=distributed,
+            process_group=process_group,
+        )
         self.alpha = check_number("alpha", alpha)
         self.beta = check_number("beta", beta)
-        self.smooth_nr = check_number("smooth_nr", smooth_nr)
-        self.smooth_dr = check_number("smooth_dr", smooth_dr)
-        self.batch = batch
-        self.soft_label = soft_label
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
-        self.ignore_index = ignore_index
+        self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
+        self.ignore_index = check_ignore_index(ignore_index)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         input = _check_input(input)
-        probs = _activate(input, sigmoid=self.sigmoid, softmax=self.softmax, other_act=self.other_act)
-        prepared = _prepare_target(probs, target, to_onehot_y=self.to_onehot_y, ignore_index=self.ignore_index)
-        stats = _statistics(
-            probs,
-            prepared,
-            soft_label=self.soft_label,
-            squared_pred=False,
-            ignore_index=self.ignore_index,
-            nonnegative=_nonnegative(self, probs.shape[1]),
-        )
-        stats = _sync(_drop_background(stats, self.include_background), self)
-        if self.batch:
-            stats = stats.sum_images()
+        probs, prepared = self._prepare(input, target, self.ignore_index)
+        stats = self._region_statistics(probs, prepared, squared_pred=False, ignore_index=self.ignore_index)
         loss = 1 - tversky_index(
             stats, alpha=self.alpha, beta=self.beta, smooth=self.smooth_nr, smooth_denominator=self.smooth_dr
         )
-        return _reduce(loss[0] if self.batch else loss, self.reduction)
+        return _reduce(self._unpooled(loss), self.reduction)
 
 
-class GeneralizedDiceLoss(nn.Module):
+class GeneralizedDiceLoss(_RegionLoss):
     r"""Drop-in for ``monai.losses.GeneralizedDiceLoss`` (Sudre et al. 2017, MONAI 1.6) on the softseg engine.
 
     .. math::
@@ -646,23 +692,20 @@ class GeneralizedDiceLoss(nn.Module):
         distributed: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
-        super().__init__()
-        check_distributed_options(distributed, process_group)
-        self.distributed, self.process_group = distributed, process_group
-        _check_activation(sigmoid, softmax, other_act)
-        self.reduction = _reduction(reduction)
-        w_type = getattr(w_type, "value", w_type)
-        check_choice("w_type", w_type, W_TYPES)
-        self.w_type = str(w_type)
-        self.include_background = include_background
-        self.to_onehot_y = to_onehot_y
-        self.sigmoid = sigmoid
-        self.softmax = softmax
-        self.other_act = other_act
-        self.smooth_nr = check_number("smooth_nr", smooth_nr)
-        self.smooth_dr = check_number("smooth_dr", smooth_dr)
-        self.batch = batch
-        self.soft_label = soft_label
+        super().__init__(
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            reduction=reduction,
+            batch=batch,
+            soft_label=soft_label,
+            distributed=distributed,
+            process_group=process_group,
+        )
+        self.w_type = _choice("w_type", w_type, W_TYPES)
+        self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
 
     def _volume_weights(self, volume: Tensor) -> Tensor:
         if self.w_type == "uniform":
@@ -676,27 +719,14 @@ class GeneralizedDiceLoss(nn.Module):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         input = _check_input(input)
-        probs = _activate(input, sigmoid=self.sigmoid, softmax=self.softmax, other_act=self.other_act)
-        prepared = _prepare_target(probs, target, to_onehot_y=self.to_onehot_y, ignore_index=None)
-        stats = _statistics(
-            probs,
-            prepared,
-            soft_label=self.soft_label,
-            squared_pred=False,
-            ignore_index=None,
-            nonnegative=_nonnegative(self, probs.shape[1]),
-        )
-        stats = _sync(_drop_background(stats, self.include_background), self)
-        if self.batch:
-            stats = stats.sum_images()
+        probs, prepared = self._prepare(input, target, None)
+        stats = self._region_statistics(probs, prepared, squared_pred=False, ignore_index=None)
         weights = self._volume_weights((stats.tp + stats.fn).detach().float()).to(stats.tp)
         pooled = RegionStatistics(*((s * weights).sum(1, keepdim=True) for s in stats[:3]), stats.target_max[:, :1])
         loss = 1 - tversky_index(
             pooled, alpha=0.5, beta=0.5, smooth=self.smooth_nr / 2, smooth_denominator=self.smooth_dr / 2
         )
-        if self.batch:
-            loss = loss[0]
-        return _reduce(loss, self.reduction, input.ndim - 2)
+        return _reduce(self._unpooled(loss), self.reduction, input.ndim - 2)
 
 
 # ---- focal and compound losses ----------------------------------------------------------------------------
@@ -791,9 +821,7 @@ class FocalLoss(nn.Module):
             self.alpha = _class_weight(alpha, "alpha")
         self.reduction = _reduction(reduction)
         self.use_softmax = use_softmax
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
         self.register_buffer("class_weight", _class_weight(weight))
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
@@ -809,11 +837,7 @@ class FocalLoss(nn.Module):
         logits = input.to(acc)
         if prepared.keep is not None:
             logits = logits * prepared.keep.to(acc)  # MONAI zeroes ignored logits too
-        if not self.include_background:
-            if channels == 1:
-                _warn_single_channel("include_background=False")
-            else:
-                logits, dense = logits[:, 1:], dense[:, 1:]
+        logits, dense = _without_background(self.include_background, logits, dense)
         terms = _focal_terms(
             logits,
             dense,
@@ -852,9 +876,10 @@ def _check_lambda(name: str, value: float) -> float:
     return check_number(name, value, minimum=0.0)
 
 
-def _check_compound_shapes(input: Tensor, target: object) -> None:
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+def _check_compound(input: object, target: object) -> Tensor:
+    """The compound losses' own check, before either term runs: input as every loss, target's layout loosely."""
+    input = _check_input(input)
+    check_tensor("target", target)
     if input.dim() != target.dim():
         raise ValueError(
             f"target must have as many dimensions as input, (B, C, *spatial) or (B, 1, *spatial) for class "
@@ -865,6 +890,7 @@ def _check_compound_shapes(input: Tensor, target: object) -> None:
             f"target must have 1 channel (class indices) or as many as input ({input.shape[1]}); "
             f"got input {tuple(input.shape)} and target {tuple(target.shape)}"
         )
+    return input
 
 
 class DiceCELoss(nn.Module):
@@ -972,8 +998,7 @@ class DiceCELoss(nn.Module):
         )
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        input = _check_input(input)
-        _check_compound_shapes(input, target)
+        input = _check_compound(input, target)
         dice = self.dice(input, target)
         return self.lambda_dice * dice + self.lambda_ce * self.ce(input, target)
 
@@ -1055,15 +1080,17 @@ class DiceFocalLoss(nn.Module):
         self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        input = _check_input(input)
-        _check_compound_shapes(input, target)
+        input = _check_compound(input, target)
         if not (self.focal.to_onehot_y and input.shape[1] == 1):
-            return self.lambda_dice * self.dice(input, target) + self.lambda_focal * self.focal(input, target)
+            return self._combined(input, target)
         # MONAI warns once here (its two terms never see to_onehot_y): silence the terms' own copies.
         _warn_single_channel("to_onehot_y=True")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"single channel prediction, `to_onehot_y=True` ignored")
-            return self.lambda_dice * self.dice(input, target) + self.lambda_focal * self.focal(input, target)
+            return self._combined(input, target)
+
+    def _combined(self, input: Tensor, target: Tensor) -> Tensor:
+        return self.lambda_dice * self.dice(input, target) + self.lambda_focal * self.focal(input, target)
 
 
 class GeneralizedDiceFocalLoss(nn.Module):
@@ -1135,7 +1162,6 @@ class GeneralizedDiceFocalLoss(nn.Module):
         self.lambda_focal = _check_lambda("lambda_focal", lambda_focal)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        input = _check_input(input)
-        _check_compound_shapes(input, target)
+        input = _check_compound(input, target)
         gdl = self.generalized_dice(input, target)
         return self.lambda_gdl * gdl + self.lambda_focal * self.focal(input, target)

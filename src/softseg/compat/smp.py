@@ -43,12 +43,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from softseg._checks import check_choice, check_labels, check_number, check_unit_interval
+from softseg._checks import (
+    REDUCTIONS,
+    check_choice,
+    check_ignore_index,
+    check_labels,
+    check_number,
+    check_tensor,
+    check_unit_interval,
+)
 from softseg.aggregation import aggregate
 from softseg.distributed import check_distributed_options, sync_statistics
 from softseg.losses.focal import binary_focal_terms, focal_modulation
 from softseg.scores import tversky_index
-from softseg.statistics import RegionStatistics, region_statistics
+from softseg.statistics import RegionStatistics, accumulation_dtype, region_statistics
 
 __all__ = [
     "BINARY_MODE",
@@ -68,20 +76,22 @@ MULTILABEL_MODE = "multilabel"
 MODES = (BINARY_MODE, MULTICLASS_MODE, MULTILABEL_MODE)
 
 
-def _check_tensor(name: str, value: object) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+
+def _check_fraction(name: str, value: object) -> float:
+    value = check_number(name, value, minimum=0.0)
+    if value > 1:
+        raise ValueError(f"{name} must lie in [0, 1]; got {value}")
     return value
 
 
-def _check_ignore_index(ignore_index: object) -> int | None:
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
-    return ignore_index
+def _check_no_ignore_index(ignore_index: int | None) -> None:
+    """Soft multiclass targets have no label value that could be ignored."""
+    if ignore_index is not None:
+        raise ValueError("ignore_index applies to class-index targets; got soft targets of y_pred's shape")
 
 
 def _check_pair(y_pred: object, y_true: object, mode: str) -> tuple[Tensor, Tensor]:
-    y_pred, y_true = _check_tensor("y_pred", y_pred), _check_tensor("y_true", y_true)
+    y_pred, y_true = check_tensor("y_pred", y_pred), check_tensor("y_true", y_true)
     if not y_pred.is_floating_point():
         raise TypeError(f"y_pred must hold floating-point logits or probabilities; got dtype {y_pred.dtype}")
     if y_pred.ndim < 2 or y_true.ndim < 1 or y_true.shape[0] != y_pred.shape[0]:
@@ -172,7 +182,7 @@ class DiceLoss(nn.Module):
         self.log_loss = bool(log_loss)
         self.from_logits = bool(from_logits)
         self.smooth = check_number("smooth", smooth, minimum=0.0)
-        self.ignore_index = _check_ignore_index(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         self.eps = check_number("eps", eps, minimum=0.0)
         self.alpha, self.beta, self.gamma = 0.5, 0.5, 1.0
 
@@ -191,8 +201,7 @@ class DiceLoss(nn.Module):
             # Explicit sizes, not -1: a rank's slice may be empty (B = 0) under distributed=True.
             probs = probs.reshape(batch, probs.shape[1], math.prod(probs.shape[2:]))
             if _is_soft_multiclass(y_pred, y_true):
-                if self.ignore_index is not None:
-                    raise ValueError("ignore_index applies to class-index targets; got soft targets of y_pred's shape")
+                _check_no_ignore_index(self.ignore_index)
                 return region_statistics(probs, y_true.reshape(probs.shape))
             if y_true.numel() != probs.shape[0] * probs.shape[2]:
                 raise ValueError(
@@ -358,13 +367,9 @@ class FocalLoss(nn.Module):
         super().__init__()
         check_choice("mode", mode, MODES)
         self.mode = mode
-        if alpha is not None:
-            alpha = check_number("alpha", alpha, minimum=0.0)
-            if alpha > 1:
-                raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
-        self.alpha = alpha
+        self.alpha = None if alpha is None else _check_fraction("alpha", alpha)
         self.gamma = check_number("gamma", gamma, minimum=0.0)
-        self.ignore_index = _check_ignore_index(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         check_choice("reduction", reduction, FOCAL_REDUCTIONS)
         self.reduction = reduction
         self.normalized = bool(normalized)
@@ -397,7 +402,7 @@ class FocalLoss(nn.Module):
 
     def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
         y_pred, y_true = _check_pair(y_pred, y_true, self.mode)
-        acc = torch.float64 if y_pred.dtype == torch.float64 else torch.float32
+        acc = accumulation_dtype(y_pred.dtype)
         logits = y_pred.to(acc)
         if self.mode != MULTICLASS_MODE:
             logits, target = logits.reshape(-1), y_true.reshape(-1)
@@ -413,8 +418,7 @@ class FocalLoss(nn.Module):
 
         channels = y_pred.shape[1]
         if _is_soft_multiclass(y_pred, y_true):
-            if self.ignore_index is not None:
-                raise ValueError("ignore_index applies to class-index targets; got soft targets of y_pred's shape")
+            _check_no_ignore_index(self.ignore_index)
             check_unit_interval("y_true", y_true)
             dense, kept = y_true.to(acc), None
         else:
@@ -477,14 +481,10 @@ class SoftBCEWithLogitsLoss(nn.Module):
         pos_weight: Tensor | None = None,
     ) -> None:
         super().__init__()
-        self.ignore_index = _check_ignore_index(ignore_index)
-        check_choice("reduction", reduction, ("mean", "sum", "none"))
+        self.ignore_index = check_ignore_index(ignore_index)
+        check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
-        if smooth_factor is not None:
-            smooth_factor = check_number("smooth_factor", smooth_factor, minimum=0.0)
-            if smooth_factor > 1:
-                raise ValueError(f"smooth_factor must lie in [0, 1]; got {smooth_factor}")
-        self.smooth_factor = smooth_factor
+        self.smooth_factor = None if smooth_factor is None else _check_fraction("smooth_factor", smooth_factor)
         for name, value in (("weight", weight), ("pos_weight", pos_weight)):
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"{name} must be a tensor or None; got {type(value).__name__}")
@@ -492,7 +492,7 @@ class SoftBCEWithLogitsLoss(nn.Module):
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
-        y_pred, y_true = _check_tensor("y_pred", y_pred), _check_tensor("y_true", y_true)
+        y_pred, y_true = check_tensor("y_pred", y_pred), check_tensor("y_true", y_true)
         if tuple(y_pred.shape) != tuple(y_true.shape):
             raise ValueError(f"y_true must have y_pred's shape {tuple(y_pred.shape)}; got {tuple(y_true.shape)}")
         kept = None if self.ignore_index is None else y_true != self.ignore_index
@@ -541,18 +541,18 @@ class SoftCrossEntropyLoss(nn.Module):
         self, reduction: str = "mean", smooth_factor: float | None = None, ignore_index: int | None = -100, dim: int = 1
     ) -> None:
         super().__init__()
-        check_choice("reduction", reduction, ("mean", "sum", "none"))
+        check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
         self.smooth_factor = 0.0 if smooth_factor is None else check_number("smooth_factor", smooth_factor, minimum=0.0)
         if self.smooth_factor > 1:
             raise ValueError(f"smooth_factor must lie in [0, 1]; got {smooth_factor}")
-        self.ignore_index = _check_ignore_index(ignore_index)
+        self.ignore_index = check_ignore_index(ignore_index)
         if isinstance(dim, bool) or not isinstance(dim, int):
             raise TypeError(f"dim must be an int; got {type(dim).__name__}")
         self.dim = dim
 
     def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
-        y_pred, y_true = _check_tensor("y_pred", y_pred), _check_tensor("y_true", y_true)
+        y_pred, y_true = check_tensor("y_pred", y_pred), check_tensor("y_true", y_true)
         if not y_pred.is_floating_point():
             raise TypeError(f"y_pred must hold floating-point logits; got dtype {y_pred.dtype}")
         dim = self.dim % y_pred.ndim

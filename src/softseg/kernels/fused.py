@@ -38,6 +38,7 @@ from torch.autograd.function import once_differentiable
 from softseg._checks import (
     ACTIVATIONS,
     check_choice,
+    check_ignore_index,
     check_input,
     check_labels,
     check_mask,
@@ -124,8 +125,7 @@ def fused_statistics(
     kind = target_kind(input, target)
     if ignore_index is not None and kind == "dense":
         raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    check_ignore_index(ignore_index)
     mask = None if mask is None else check_mask(mask, input)
     if not _fused_path_applies(input, target, activation=activation, kind=kind, mask=mask):
         return _reference_statistics(

@@ -22,11 +22,6 @@ def check_num_classes(num_classes: object, *, minimum: int = 2) -> int:
     return num_classes
 
 
-def check_ignore_index(ignore_index: object) -> int | None:
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
-    return ignore_index
-
 
 def check_index_map(
     name: str, labels: object, num_classes: int, *, ignore_index: int | None = None, min_ndim: int = 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from softseg._checks import check_choice, check_input, check_number
-from softseg.labels._common import check_ignore_index, check_index_map, one_hot
+from softseg._checks import check_choice, check_ignore_index, check_input, check_number
+from softseg.labels._common import check_index_map, one_hot
 
 
 def distillation_target(

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from softseg._checks import check_tensor
-from softseg.labels._common import check_ignore_index, check_index_map, check_num_classes, is_integer_dtype
+from softseg._checks import check_ignore_index, check_tensor
+from softseg.labels._common import check_index_map, check_num_classes, is_integer_dtype
 
 _ADAPTIVE_POOL = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 

@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-from softseg._checks import check_number, check_tensor
+from softseg._checks import check_ignore_index, check_number, check_tensor
 from softseg.labels._common import (
     check_epsilon,
-    check_ignore_index,
     check_index_map,
     check_num_classes,
     check_spacing,

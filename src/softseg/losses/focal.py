@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from softseg._checks import (
     REDUCTIONS,
     check_choice,
+    check_ignore_index,
     check_input,
     check_labels,
     check_mask,
@@ -164,8 +165,7 @@ def focal_loss(
     """
     input = check_input(input)
     gamma, alpha = _check_focal_options(gamma=gamma, alpha=alpha, activation=activation, reduction=reduction)
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    check_ignore_index(ignore_index)
     kind = target_kind(input, target)
     if ignore_index is not None and kind == "dense":
         raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
@@ -290,8 +290,7 @@ class FocalLoss(nn.Module):
     ) -> None:
         super().__init__()
         _check_focal_options(gamma=gamma, alpha=alpha, activation=activation, reduction=reduction)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+        check_ignore_index(ignore_index)
         self.options = dict(
             gamma=gamma, alpha=alpha, activation=activation, ignore_index=ignore_index, reduction=reduction
         )

@@ -21,6 +21,7 @@ from softseg._checks import (
     ACTIVE_CLASSES,
     REDUCTIONS,
     check_choice,
+    check_ignore_index,
     check_number,
     check_weight,
 )
@@ -298,8 +299,7 @@ def _check_options(
     check_choice("reduction", reduction, REDUCTIONS)
     if reduction == "none" and len(parts) > 1:
         raise ValueError(f"reduction='none' needs a single aggregation level; got the mix {parts}")
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    check_ignore_index(ignore_index)
     check_distributed_options(distributed, process_group)
     return alpha, beta, smooth, gamma
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from softseg._checks import ACTIVE_CLASSES, REDUCTIONS, check_choice, check_number
+from softseg._checks import ACTIVE_CLASSES, REDUCTIONS, check_choice, check_number, check_weight
 from softseg.aggregation import Aggregation, aggregate, parse_aggregation
 from softseg.scores import tversky_index
 from softseg.statistics import RegionStatistics
@@ -61,6 +61,14 @@ def drop_background(stats: RegionStatistics, include_background: bool) -> Region
     if stats.tp.shape[-1] < 2:
         raise ValueError("include_background=False drops class 0, but there is a single class; keep it True")
     return RegionStatistics(*(s[..., 1:] for s in stats))
+
+
+def keep_classes(
+    stats: RegionStatistics, include_background: bool, weight: Tensor | Sequence[float] | None
+) -> tuple[RegionStatistics, Tensor | None]:
+    """The statistics of the kept classes (class 0 dropped unless ``include_background``) and their weights."""
+    stats = drop_background(stats, include_background)
+    return stats, check_weight(weight, stats.tp.shape[-1], include_background=include_background)
 
 
 def _with_activity(
@@ -161,10 +169,19 @@ class RegionScoreMetric(Metric):
             else:
                 self.add_state(name, default=[], dist_reduce_fx="cat")
 
+    def _keep_classes(self, include_background: bool, weight: Tensor | Sequence[float] | None) -> None:
+        """Store ``include_background`` and the class weights of the kept classes (C: last state dimension)."""
+        num_classes = self.state_shape[-1]
+        self.include_background = include_background
+        self.weight = check_weight(
+            weight, num_classes - (not include_background), include_background=include_background
+        )
+
     def _statistics(self, *args, **kwargs) -> RegionStatistics:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _score(self, stats: RegionStatistics) -> Tensor:  # pragma: no cover - abstract
+        """Score of the (background-dropped) statistics."""
         raise NotImplementedError
 
     def update(self, *args, **kwargs) -> None:
@@ -194,4 +211,13 @@ class RegionScoreMetric(Metric):
                 )
             else:
                 stats = RegionStatistics(*(dim_zero_cat(v) for v in values))
-        return self._score(stats)
+        return self._score(drop_background(stats, self.include_background))
+
+
+class TverskyScoreMetric(RegionScoreMetric):
+    """A :class:`RegionScoreMetric` scoring the Tversky index with alpha = beta = ``_alpha``, options in ``options``."""
+
+    _alpha: float
+
+    def _score(self, stats: RegionStatistics) -> Tensor:
+        return score_statistics(stats, alpha=self._alpha, beta=self._alpha, weight=self.weight, **self.options)

@@ -20,7 +20,15 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from softseg._checks import ACTIVATIONS, check_choice, check_mask, check_number, check_unit_interval, target_kind
+from softseg._checks import (
+    ACTIVATIONS,
+    check_choice,
+    check_ignore_index,
+    check_mask,
+    check_number,
+    check_unit_interval,
+    target_kind,
+)
 from softseg.activation import Activation, activate
 
 BINNINGS = ("width", "mass")
@@ -72,8 +80,7 @@ def _samples(probs: Tensor, target: Tensor, *, activation: str, ignore_index: in
     counted-pixel weights (B, N) in float64."""
     probs = activate(probs, activation)
     kind = target_kind(probs, target)
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    check_ignore_index(ignore_index)
     if ignore_index is not None and kind == "dense":
         raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
     batch, channels = probs.shape[:2]
@@ -541,8 +548,7 @@ class CalibrationError(Metric):
             groups = 1
         self.n_bins, self.binning, self.mode, self.norm, self.aggregation = n_bins, binning, mode, norm, aggregation
         check_choice("activation", activation, ACTIVATIONS)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+        check_ignore_index(ignore_index)
         self.activation, self.ignore_index, self.resolution = activation, ignore_index, resolution
         self.groups = groups
         bins = n_bins if binning == "width" else resolution
@@ -640,6 +646,16 @@ def _check_pixel_options(aggregation: str, eps: float) -> None:
     check_number("eps", eps, minimum=0.0, strict=True)
 
 
+def _mean_pixel_loss(probs, target, *, kind_of_loss, aggregation, activation, ignore_index, mask, eps) -> Tensor:
+    """Brier score or NLL averaged by ``aggregation`` (0 when nothing counts): the functional forms' body."""
+    _check_pixel_options(aggregation, eps)
+    values, weight = _pixel_losses(
+        probs, target, kind_of_loss=kind_of_loss, activation=activation, ignore_index=ignore_index, mask=mask, eps=eps
+    )
+    total, count = _pixel_mean(values, weight, aggregation)
+    return total / count.clamp_min(1)
+
+
 def brier_score(
     probs: Tensor,
     target: Tensor,
@@ -669,12 +685,16 @@ def brier_score(
         >>> brier_score(probs, torch.tensor([[0, 1]]))                   # (0.02 + 0.72) / 2
         tensor(0.3700, dtype=torch.float64)
     """
-    _check_pixel_options(aggregation, 1.0)
-    values, weight = _pixel_losses(
-        probs, target, kind_of_loss="brier", activation=activation, ignore_index=ignore_index, mask=mask, eps=1.0
+    return _mean_pixel_loss(
+        probs,
+        target,
+        kind_of_loss="brier",
+        aggregation=aggregation,
+        activation=activation,
+        ignore_index=ignore_index,
+        mask=mask,
+        eps=1.0,
     )
-    total, count = _pixel_mean(values, weight, aggregation)
-    return total / count.clamp_min(1)
 
 
 def negative_log_likelihood(
@@ -705,12 +725,16 @@ def negative_log_likelihood(
         >>> negative_log_likelihood(probs, torch.tensor([[[1.0, 0.5], [0.0, 0.5]]]))   # (log 2 + (log 4 + log 4/3) / 2) / 2
         tensor(0.7651, dtype=torch.float64)
     """
-    _check_pixel_options(aggregation, eps)
-    values, weight = _pixel_losses(
-        probs, target, kind_of_loss="nll", activation=activation, ignore_index=ignore_index, mask=mask, eps=eps
+    return _mean_pixel_loss(
+        probs,
+        target,
+        kind_of_loss="nll",
+        aggregation=aggregation,
+        activation=activation,
+        ignore_index=ignore_index,
+        mask=mask,
+        eps=eps,
     )
-    total, count = _pixel_mean(values, weight, aggregation)
-    return total / count.clamp_min(1)
 
 
 class _PixelMeanMetric(Metric):

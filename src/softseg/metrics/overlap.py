@@ -22,9 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from softseg._checks import check_labels, check_tensor, check_weight
+from softseg._checks import check_ignore_index, check_labels, check_tensor
 from softseg.aggregation import Aggregation
-from softseg.metrics._region import RegionScoreMetric, check_score_options, drop_background, score_statistics
+from softseg.metrics._region import TverskyScoreMetric, check_score_options, keep_classes, score_statistics
 from softseg.statistics import RegionStatistics
 
 
@@ -83,8 +83,7 @@ def confusion_statistics(
         raise ValueError(
             f"preds and target must have the same shape (B, *spatial); got {tuple(preds.shape)} and {tuple(target.shape)}"
         )
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+    check_ignore_index(ignore_index)
     batch = preds.shape[0]
     flat_preds, flat_target = preds.reshape(batch, -1).long(), target.reshape(batch, -1).long()
     valid = None if ignore_index is None else flat_target != ignore_index
@@ -130,8 +129,7 @@ def _hard_score(
         include_background=include_background,
     )
     stats = confusion_statistics(preds, target, num_classes=num_classes, ignore_index=ignore_index)
-    stats = drop_background(stats, include_background)
-    weight = check_weight(weight, stats.tp.shape[1], include_background=include_background)
+    stats, weight = keep_classes(stats, include_background, weight)
     return score_statistics(
         stats,
         alpha=alpha,
@@ -253,9 +251,7 @@ def iou_score(
     )
 
 
-class _HardScoreMetric(RegionScoreMetric):
-    _alpha: float
-
+class _HardScoreMetric(TverskyScoreMetric):
     def __init__(
         self,
         *,
@@ -281,15 +277,10 @@ class _HardScoreMetric(RegionScoreMetric):
             worst_q=worst_q,
             include_background=include_background,
         )
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
+        check_ignore_index(ignore_index)
         super().__init__(state_shape=(num_classes,), aggregation=aggregation, **kwargs)
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.include_background = include_background
-        self.weight = check_weight(
-            weight, num_classes - (not include_background), include_background=include_background
-        )
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self._keep_classes(include_background, weight)
         self.options = dict(
             aggregation=aggregation,
             active_classes=active_classes,
@@ -301,10 +292,6 @@ class _HardScoreMetric(RegionScoreMetric):
 
     def _statistics(self, preds: Tensor, target: Tensor) -> RegionStatistics:
         return confusion_statistics(preds, target, num_classes=self.num_classes, ignore_index=self.ignore_index)
-
-    def _score(self, stats: RegionStatistics) -> Tensor:
-        stats = drop_background(stats, self.include_background)
-        return score_statistics(stats, alpha=self._alpha, beta=self._alpha, weight=self.weight, **self.options)
 
 
 class DiceScore(_HardScoreMetric):

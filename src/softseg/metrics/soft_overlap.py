@@ -14,10 +14,24 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from softseg._checks import ACTIVATIONS, check_choice, check_mask, check_number, check_tensor, check_weight, target_kind
+from softseg._checks import (
+    ACTIVATIONS,
+    check_choice,
+    check_ignore_index,
+    check_mask,
+    check_number,
+    check_tensor,
+    target_kind,
+)
 from softseg.activation import Activation, activate
 from softseg.aggregation import Aggregation
-from softseg.metrics._region import RegionScoreMetric, check_score_options, drop_background, score_statistics
+from softseg.metrics._region import (
+    RegionScoreMetric,
+    TverskyScoreMetric,
+    check_score_options,
+    keep_classes,
+    score_statistics,
+)
 from softseg.statistics import RegionStatistics, region_statistics
 
 QUBIQ_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -27,6 +41,12 @@ def _check_norm(norm: object) -> int:
     if isinstance(norm, bool) or norm not in (1, 2):
         raise ValueError(f"norm must be 1 or 2; got {norm!r}")
     return norm
+
+
+def _check_num_classes(num_classes: object) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int (the C of probs); got {num_classes!r}")
+    return num_classes
 
 
 def _soft_statistics(probs, target, *, activation, norm, ignore_index, mask) -> RegionStatistics:
@@ -65,8 +85,7 @@ def _soft_score(
     )
     _check_norm(norm)
     stats = _soft_statistics(probs, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask)
-    stats = drop_background(stats, include_background)
-    weight = check_weight(weight, stats.tp.shape[1], include_background=include_background)
+    stats, weight = keep_classes(stats, include_background, weight)
     return score_statistics(
         stats,
         alpha=alpha,
@@ -313,8 +332,7 @@ def thresholded_dice_score(
     )
     probs = activate(probs, activation)
     stats = thresholded_statistics(probs, target, thresholds=thresholds, ignore_index=ignore_index, mask=mask)
-    stats = drop_background(stats, include_background)
-    weight = check_weight(weight, stats.tp.shape[-1], include_background=include_background)
+    stats, weight = keep_classes(stats, include_background, weight)
     return _score_thresholds(
         stats,
         aggregation=aggregation,
@@ -326,8 +344,17 @@ def thresholded_dice_score(
     )
 
 
-class _SoftScoreMetric(RegionScoreMetric):
-    _alpha: float
+class _ProbabilityScoreMetric(RegionScoreMetric):
+    """Base of the metrics of probabilities: the activation and ``ignore_index`` they apply in ``update``."""
+
+    def _keep_pixel_options(self, activation, ignore_index, include_background, weight) -> None:
+        check_choice("activation", activation, ACTIVATIONS)
+        check_ignore_index(ignore_index)
+        self.activation, self.ignore_index = activation, ignore_index
+        self._keep_classes(include_background, weight)
+
+
+class _SoftScoreMetric(_ProbabilityScoreMetric, TverskyScoreMetric):
 
     def __init__(
         self,
@@ -347,8 +374,7 @@ class _SoftScoreMetric(RegionScoreMetric):
         worst_q: float | None = None,
         **kwargs,
     ) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int (the C of probs); got {num_classes!r}")
+        _check_num_classes(num_classes)
         check_score_options(
             aggregation=aggregation,
             active_classes=active_classes,
@@ -361,13 +387,7 @@ class _SoftScoreMetric(RegionScoreMetric):
         )
         self.norm = _check_norm(norm)
         super().__init__(state_shape=(num_classes,), aggregation=aggregation, **kwargs)
-        check_choice("activation", activation, ACTIVATIONS)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
-        self.activation, self.ignore_index, self.include_background = activation, ignore_index, include_background
-        self.weight = check_weight(
-            weight, num_classes - (not include_background), include_background=include_background
-        )
+        self._keep_pixel_options(activation, ignore_index, include_background, weight)
         self.options = dict(
             smooth=smooth,
             aggregation=aggregation,
@@ -382,10 +402,6 @@ class _SoftScoreMetric(RegionScoreMetric):
         return _soft_statistics(
             probs, target, activation=self.activation, norm=self.norm, ignore_index=self.ignore_index, mask=mask
         )
-
-    def _score(self, stats: RegionStatistics) -> Tensor:
-        stats = drop_background(stats, self.include_background)
-        return score_statistics(stats, alpha=self._alpha, beta=self._alpha, weight=self.weight, **self.options)
 
 
 class SoftDiceScore(_SoftScoreMetric):
@@ -424,7 +440,7 @@ class SoftJaccardScore(_SoftScoreMetric):
     _alpha = 1.0
 
 
-class ThresholdedDiceScore(RegionScoreMetric):
+class ThresholdedDiceScore(_ProbabilityScoreMetric):
     r"""Accumulating :func:`thresholded_dice_score` (QUBIQ): mean over thresholds t of Dice([x > t], [y > t]).
 
     Convention:
@@ -457,8 +473,7 @@ class ThresholdedDiceScore(RegionScoreMetric):
         reduction: str = "mean",
         **kwargs,
     ) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int (the C of probs); got {num_classes!r}")
+        _check_num_classes(num_classes)
         check_score_options(
             aggregation=aggregation,
             active_classes=active_classes,
@@ -470,13 +485,7 @@ class ThresholdedDiceScore(RegionScoreMetric):
         )
         self.thresholds = _check_thresholds(thresholds)
         super().__init__(state_shape=(len(self.thresholds), num_classes), aggregation=aggregation, **kwargs)
-        check_choice("activation", activation, ACTIVATIONS)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f"ignore_index must be an int or None; got {type(ignore_index).__name__}")
-        self.activation, self.ignore_index, self.include_background = activation, ignore_index, include_background
-        self.weight = check_weight(
-            weight, num_classes - (not include_background), include_background=include_background
-        )
+        self._keep_pixel_options(activation, ignore_index, include_background, weight)
         self.options = dict(
             aggregation=aggregation,
             active_classes=active_classes,
@@ -492,5 +501,4 @@ class ThresholdedDiceScore(RegionScoreMetric):
         )
 
     def _score(self, stats: RegionStatistics) -> Tensor:
-        stats = drop_background(stats, self.include_background)
         return _score_thresholds(stats, weight=self.weight, **self.options)
