@@ -23,7 +23,20 @@ LEVELS: tuple[str, ...] = ("global", "image", "class")
 
 
 def parse_aggregation(aggregation: object) -> dict[str, float]:
-    """``"global"``, ``"image"``, ``"class"`` or a mapping of levels to non-negative mixing weights."""
+    """The aggregation option as {level: mixing weight}: a level name weighs 1, a mapping is checked.
+
+    Convention:
+        - ``aggregation``: ``"global"``, ``"image"``, ``"class"``, or a non-empty mapping from those names to
+          finite non-negative weights, not all zero.
+        - Returns a new dict of floats. An unknown level is a ``ValueError``; anything that is neither a
+          string nor a non-empty mapping is a ``TypeError``.
+
+    Example:
+        >>> parse_aggregation("image")
+        {'image': 1.0}
+        >>> parse_aggregation({"image": 0.5, "class": 0.5})
+        {'image': 0.5, 'class': 0.5}
+    """
     if isinstance(aggregation, str):
         check_choice("aggregation", aggregation, LEVELS)
         return {aggregation: 1.0}

@@ -44,7 +44,21 @@ def tversky_index(
 
 
 def power(value: Tensor, gamma: float) -> Tensor:
-    """value ** gamma with 0 (and a zero gradient) where value <= 0, so gamma < 1 never yields inf or NaN."""
+    r"""value ** gamma with 0 (and a zero gradient) where value <= 0, so gamma < 1 never yields inf or NaN.
+
+    .. math::
+
+        \mathrm{power}(v, \gamma) = v^\gamma \ (v > 0),\qquad 0 \ (v \le 0)
+
+    Convention:
+        - ``value``: any float tensor (per-entry losses); returned with the same shape and dtype.
+        - ``gamma``: a positive float, validated by the caller; ``gamma == 1`` returns ``value`` itself.
+        - Entries <= 0 (a loss of exactly 0, or a rounding error below it) give 0 with a zero gradient.
+
+    Example:
+        >>> power(torch.tensor([0.0, 0.25, 1.0]), 0.5)
+        tensor([0.0000, 0.5000, 1.0000])
+    """
     if gamma == 1:
         return value
     positive = value > 0

@@ -58,7 +58,16 @@ class RegionStatistics(NamedTuple):
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; everything else (float16, bfloat16, float32) is summed in float32."""
+    """The dtype statistics are summed in: float64 stays float64; float16, bfloat16 and float32 use float32.
+
+    Convention:
+        - ``dtype``: the input's floating-point dtype. Half-precision sums of a large mask overflow or lose
+          whole pixels, so they are never used for accumulation.
+
+    Example:
+        >>> accumulation_dtype(torch.float16), accumulation_dtype(torch.float64)
+        (torch.float32, torch.float64)
+    """
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
