@@ -12,12 +12,13 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from softseg._checks import check_choice, check_input, check_mask, check_number, check_weight, target_kind
+from softseg._checks import check_choice, check_input, check_mask, check_number, target_kind
 from softseg.activation import Activation
 from softseg.aggregation import Aggregation
 from softseg.kernels import fused_statistics
+from softseg.losses._module import FunctionalLoss
 from softseg.losses.region import _check_options, loss_from_statistics
 
 REGIONS = {"dice": (0.5, 0.5), "jaccard": (1.0, 1.0), "tversky": None}
@@ -175,7 +176,7 @@ def dice_ce_loss(input: Tensor, target: Tensor, **options) -> Tensor:
     return region_ce_loss(input, target, region="dice", **options)
 
 
-class RegionCELoss(nn.Module):
+class RegionCELoss(FunctionalLoss):
     r"""Module form of :func:`region_ce_loss`; options fixed at construction, keyword-only.
 
     .. math::
@@ -192,7 +193,7 @@ class RegionCELoss(nn.Module):
         tensor(1.0132)
     """
 
-    weight: Tensor | None
+    loss_function = staticmethod(region_ce_loss)
 
     def __init__(
         self,
@@ -219,8 +220,7 @@ class RegionCELoss(nn.Module):
         distributed: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
-        super().__init__()
-        self.options = dict(
+        options = dict(
             region=region,
             alpha=alpha,
             beta=beta,
@@ -242,16 +242,8 @@ class RegionCELoss(nn.Module):
             distributed=distributed,
             process_group=process_group,
         )
-        _check_compound_options(**self.options)  # fail at construction, not at the first batch
-        if weight is not None:
-            weight = check_weight(weight, None, include_background=include_background).to(torch.float32)
-        self.register_buffer("weight", weight)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return region_ce_loss(input, target, weight=self.weight, mask=mask, **self.options)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+        _check_compound_options(**options)  # fail at construction, not at the first batch
+        super().__init__(options, weight, include_background=include_background)
 
 
 class DiceCELoss(RegionCELoss):

@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from softseg._checks import (
     REDUCTIONS,
@@ -37,6 +37,7 @@ from softseg._checks import (
     check_weight,
     target_kind,
 )
+from softseg.losses._module import FunctionalLoss
 from softseg.scores import power
 from softseg.statistics import accumulation_dtype
 
@@ -258,7 +259,7 @@ def _check_focal_options(
     return gamma, alpha
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(FunctionalLoss):
     r"""Module form of :func:`focal_loss`; options are fixed at construction, keyword-only.
 
     .. math::
@@ -276,7 +277,7 @@ class FocalLoss(nn.Module):
         tensor(0.1733)
     """
 
-    weight: Tensor | None
+    loss_function = staticmethod(focal_loss)
 
     def __init__(
         self,
@@ -288,18 +289,7 @@ class FocalLoss(nn.Module):
         ignore_index: int | None = None,
         reduction: str = "mean",
     ) -> None:
-        super().__init__()
         _check_focal_options(gamma=gamma, alpha=alpha, activation=activation, reduction=reduction)
         check_ignore_index(ignore_index)
-        self.options = dict(
-            gamma=gamma, alpha=alpha, activation=activation, ignore_index=ignore_index, reduction=reduction
-        )
-        if weight is not None:
-            weight = check_weight(weight, None, include_background=True).to(torch.float32)
-        self.register_buffer("weight", weight)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return focal_loss(input, target, weight=self.weight, mask=mask, **self.options)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+        options = dict(gamma=gamma, alpha=alpha, activation=activation, ignore_index=ignore_index, reduction=reduction)
+        super().__init__(options, weight)

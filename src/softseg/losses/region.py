@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from softseg._checks import (
     ACTIVATIONS,
@@ -28,6 +28,7 @@ from softseg._checks import (
 from softseg.activation import Activation
 from softseg.aggregation import Aggregation, aggregate, parse_aggregation
 from softseg.distributed import check_distributed_options, sync_statistics
+from softseg.losses._module import FunctionalLoss
 from softseg.scores import power, tversky_index
 from softseg.statistics import RegionStatistics, logit_statistics
 
@@ -310,7 +311,7 @@ def _reject_tversky_weights(name: str, options: dict) -> None:
         raise TypeError(f"{name} fixes alpha and beta; got {', '.join(fixed)} (use tversky_loss to set them)")
 
 
-class TverskyLoss(nn.Module):
+class TverskyLoss(FunctionalLoss):
     r"""Module form of :func:`tversky_loss`; options are fixed at construction, keyword-only.
 
     .. math::
@@ -327,7 +328,7 @@ class TverskyLoss(nn.Module):
         tensor(0.3407)
     """
 
-    weight: Tensor | None
+    loss_function = staticmethod(tversky_loss)
 
     def __init__(
         self,
@@ -349,8 +350,7 @@ class TverskyLoss(nn.Module):
         distributed: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
-        super().__init__()
-        self.options = dict(
+        options = dict(
             alpha=alpha,
             beta=beta,
             activation=activation,
@@ -367,16 +367,8 @@ class TverskyLoss(nn.Module):
             distributed=distributed,
             process_group=process_group,
         )
-        _check_options(**self.options)  # fail at construction, not at the first batch
-        if weight is not None:
-            weight = check_weight(weight, None, include_background=include_background).to(torch.float32)
-        self.register_buffer("weight", weight)
-
-    def forward(self, input: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-        return tversky_loss(input, target, weight=self.weight, mask=mask, **self.options)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+        _check_options(**options)  # fail at construction, not at the first batch
+        super().__init__(options, weight, include_background=include_background)
 
 
 class DiceLoss(TverskyLoss):
