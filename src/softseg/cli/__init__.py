@@ -23,6 +23,14 @@ CLI_EXTRA = ("rich", "matplotlib", "PIL", "nibabel")  # top-level modules of the
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with the three subcommands.
 
+    Convention:
+        - No inputs; returns a fresh ``argparse.ArgumentParser`` (``prog="softseg"``, no abbreviations) whose
+          subcommand (``compare``, ``audit`` or ``bench``) is required and sets ``args.command`` and
+          ``args.run`` (the subcommand's handler).
+        - A missing module of the cli extra (rich, matplotlib, PIL, nibabel) raises ``SystemExit`` with an
+          install hint; any other ``ImportError`` propagates.
+        - Parsing with no subcommand is an argparse usage error (``SystemExit`` with status 2).
+
     Example:
         >>> parser = build_parser()
         >>> parser.parse_args(["compare", "--quick", "--losses", "ce"]).losses

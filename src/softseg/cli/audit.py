@@ -40,7 +40,19 @@ RANDOM_MOVES = 8
 
 
 class Problem(NamedTuple):
-    """The audit's tensors: soft target (B, C, S, S), a hard one-hot target and its indices, random logits."""
+    """The audit's tensors: soft target (B, C, S, S), a hard one-hot target and its indices, random logits.
+
+    Convention:
+        - ``soft``: float (B, C, S, S), every pixel a class distribution (sums to 1 over dim 1).
+        - ``hard``: float one-hot (B, C, S, S) of ``hard_index``; ``hard_index``: int64 (B, S, S) class indices.
+        - ``logits``: float (B, C, S, S), the random prediction of the hard-label and range checks.
+        - A plain ``NamedTuple``: no validation; :func:`make_problem` builds a consistent one (float64, B = 2).
+
+    Example:
+        >>> problem = make_problem(classes=2, size=2, seed=0)
+        >>> [tuple(t.shape) for t in problem], problem.hard_index.dtype
+        ([(2, 2, 2, 2), (2, 2, 2, 2), (2, 2, 2), (2, 2, 2, 2)], torch.int64)
+    """
 
     soft: Tensor
     hard: Tensor
@@ -49,7 +61,23 @@ class Problem(NamedTuple):
 
 
 class Verdict(NamedTuple):
-    """One loss's checks: each a (passed: bool | None, text) pair; ``passed`` None means not applicable."""
+    """One loss's checks: each a (passed: bool | None, text) pair; ``passed`` None means not applicable.
+
+    ``passed`` (property) = no ``error`` and none of ``descent``, ``hard_labels``, ``range`` is False;
+    ``at_target`` is informative only and never fails the verdict.
+
+    Convention:
+        - ``name``: the row label (loss name, its ``--kwargs`` JSON on a second line when given).
+        - ``at_target``, ``descent``, ``hard_labels``, ``range``: ``(bool | None, str)`` pairs.
+        - ``error``: ``"<ExceptionType>: <message>"`` when the loss raised (the checks are then
+          ``(None, "")``), else None; an error always fails.
+        - A plain ``NamedTuple``: no validation, raises nothing.
+
+    Example:
+        >>> ok = Verdict("x", (None, "0.5, minimal"), (True, "none"), (None, "n/a"), (True, "[0, 1]"))
+        >>> ok.passed, ok._replace(descent=(False, "lowered")).passed, ok._replace(error="ValueError: bad").passed
+        (True, False, False)
+    """
 
     name: str
     at_target: tuple[bool | None, str]
@@ -136,6 +164,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def parse_loss_specs(tokens: Sequence[str]) -> list[tuple[str, dict]]:
     """Pair every loss name with the JSON object of the ``--kwargs`` that follows it (``{}`` if none).
 
+    Convention:
+        - ``tokens``: the strings ``parse_known_args`` left over, in order; ``--kwargs JSON`` and
+          ``--kwargs=JSON`` are both accepted and apply to the loss name just before them.
+        - Returns ``[(name, kwargs), ...]`` in the order given (names are not checked here; duplicates kept).
+        - Raises :class:`CommandError` when: no loss name at all; ``--kwargs`` lacks its value, comes before any
+          name or is given twice for one name; the JSON is invalid or not an object; any other token starts
+          with ``-``.
+
     Example:
         >>> parse_loss_specs(["monai.losses.DiceLoss", "--kwargs", '{"softmax": true}', "softseg.DiceLoss"])
         [('monai.losses.DiceLoss', {'softmax': True}), ('softseg.DiceLoss', {})]
@@ -179,6 +215,16 @@ def parse_loss_specs(tokens: Sequence[str]) -> list[tuple[str, dict]]:
 
 def load_loss(name: str, kwargs: dict) -> Callable[[Tensor, Tensor], Tensor]:
     """Import the dotted ``name``; construct a class with ``kwargs``, or bind them to a function.
+
+    The longest importable module prefix of ``name`` is imported and the rest is looked up as attributes.
+
+    Convention:
+        - ``name``: dotted ``module.Class``, ``module.function`` (or deeper attributes); ``kwargs``: keyword
+          arguments (``{}`` for none).
+        - Returns ``Class(**kwargs)`` for a class, ``functools.partial(function, **kwargs)`` for another
+          callable (the function itself when ``kwargs`` is empty).
+        - Raises :class:`CommandError` when no prefix imports, the attribute is missing, the object is not
+          callable, or the constructor raises (its message included).
 
     Example:
         >>> load_loss("softseg.DiceLoss", {"smooth": 1.0})
@@ -409,6 +455,13 @@ def _cell(check: tuple[bool | None, str]) -> str:
 
 def verdict_table(verdicts: Sequence[Verdict]) -> Table:
     """The verdicts as a rich table, one row per loss: a mark (pass, fail, not applicable) and a note per check.
+
+    Convention:
+        - ``verdicts``: a sequence of :class:`Verdict` (may be empty: a table with no rows).
+        - Returns a ``rich.table.Table`` with 6 columns (loss, at target, descent from target, hard labels,
+          range, verdict); marks ✓ / ✗ / · for True / False / None, verdict PASS or FAIL per
+          :attr:`Verdict.passed`; a verdict with an ``error`` shows the error in place of the checks.
+        - Raises nothing of its own; prints nothing.
 
     Example:
         >>> table = verdict_table([Verdict("x", (True, "0"), (True, "none"), (None, "n/a"), (True, "[0, 1]"))])

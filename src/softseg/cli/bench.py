@@ -16,6 +16,14 @@ from softseg.cli.common import CommandError
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand; its arguments are the ones ``parse_known_args`` leaves over.
 
+    Convention:
+        - ``subparsers``: the action returned by ``ArgumentParser.add_subparsers``; returns the new
+          ``bench`` parser (no options besides ``-h``), with defaults ``run`` (the handler) and
+          ``forwarded=[]``.
+        - Unknown arguments are not errors: :func:`softseg.cli.main` stores them in ``args.forwarded``;
+          the handler drops one leading ``--`` and passes the rest to ``softseg.benchmark.main``.
+        - Raises nothing of its own; ``--help`` prints the usage and exits (``SystemExit``).
+
     Example:
         >>> sub = argparse.ArgumentParser(prog="softseg").add_subparsers()
         >>> add_parser(sub).parse_known_args(["--quick"])[1]

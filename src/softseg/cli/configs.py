@@ -26,7 +26,22 @@ TARGETS = ("soft", "hard")
 
 
 class LossConfiguration(NamedTuple):
-    """A named way to train: ``build()`` returns ``loss(logits, target)``; ``target`` is ``"soft"`` or ``"hard"``."""
+    """A named way to train: ``build()`` returns ``loss(logits, target)``; ``target`` is ``"soft"`` or ``"hard"``.
+
+    Convention:
+        - ``name``: the ``--losses`` name; ``build``: zero-argument callable returning ``loss(logits, target)``
+          (logits float (B, C, H, W), scalar tensor out); ``target``: ``"soft"`` (float (B, C, H, W) averaged
+          raters) or ``"hard"`` (int64 (B, H, W) majority vote); ``description``: one line for the report.
+        - A plain ``NamedTuple``: constructing one validates nothing; :func:`register_loss_configuration`
+          checks the fields and raises ``ValueError`` / ``TypeError``.
+
+    Example:
+        >>> config = LOSS_CONFIGURATIONS["ce"]
+        >>> config.target, config.description
+        ('hard', 'cross-entropy on the majority vote')
+        >>> float(config.build()(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.int64)))
+        0.6931...
+    """
 
     name: str
     build: Callable[[], LossFunction]
@@ -83,9 +98,18 @@ def register_loss_configuration(
 def resolve_configurations(names: str | None) -> list[LossConfiguration]:
     """Comma-separated names (None: the defaults) to configurations, in order, without duplicates.
 
+    Convention:
+        - ``names``: a string such as ``"ce,softseg-dice"`` (whitespace around names and empty items are
+          ignored), or None for :data:`DEFAULT_CONFIGURATIONS`.
+        - Returns a list of :class:`LossConfiguration` in the order named.
+        - Raises ``ValueError`` when no name is left, a name is not registered (the message lists the
+          known ones), or a name appears more than once.
+
     Example:
         >>> [c.name for c in resolve_configurations(None)]
         ['ce', 'classic-dice', 'softseg-dice', 'softseg-jaccard-ce']
+        >>> [c.target for c in resolve_configurations(" soft-ce, ce ,")]
+        ['soft', 'hard']
     """
     selected = list(DEFAULT_CONFIGURATIONS) if names is None else [n.strip() for n in names.split(",") if n.strip()]
     if not selected:

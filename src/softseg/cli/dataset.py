@@ -30,6 +30,18 @@ class MultiRaterData(NamedTuple):
 
     ``images``: (N, 1, H, W) float32, standardised per image; ``raters``: (N, R, H, W) int64 class indices;
     ``num_classes``: number of classes (>= 2); ``names``: one case name per image.
+
+    Convention:
+        - Inputs: the four fields above; rater labels lie in 0..``num_classes`` - 1.
+        - Outputs: a plain ``NamedTuple``; the soft target is ``softseg.labels.rater_mean(raters, num_classes)``
+          and the hard one the majority vote (see :func:`softseg.cli.train.split_data`).
+        - Constructing one validates nothing and raises nothing; :func:`generate_multirater` and
+          :func:`softseg.cli.folder.load_rater_folder` build consistent ones.
+
+    Example:
+        >>> data = MultiRaterData(torch.zeros(2, 1, 4, 4), torch.zeros(2, 3, 4, 4, dtype=torch.int64), 2, ("a", "b"))
+        >>> data.num_classes, data.names, tuple(data.raters.shape)
+        (2, ('a', 'b'), (2, 3, 4, 4))
     """
 
     images: Tensor

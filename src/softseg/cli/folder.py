@@ -28,7 +28,22 @@ RATER_PATTERN = re.compile(r"^rater(\d+)$")
 
 
 class DataError(ValueError):
-    """A file of the ``--data`` folder is missing, unreadable or does not match the others."""
+    """A file of the ``--data`` folder is missing, unreadable or does not match the others.
+
+    Convention:
+        - Constructed with one message naming the offending file or folder; a ``ValueError`` subclass, so
+          callers catching ``ValueError`` see it too.
+        - Raised by :func:`load_rater_folder` (missing folder, image or mask; unreadable file; non-2D array;
+          non-integer or negative labels; mismatched sizes or rater counts; size not divisible by 4).
+
+    Example:
+        >>> import tempfile
+        >>> try:
+        ...     load_rater_folder(Path(tempfile.mkdtemp()) / "absent")
+        ... except DataError as error:
+        ...     print(isinstance(error, ValueError), "does not exist" in str(error))
+        True True
+    """
 
 
 def _split_suffix(path: Path) -> tuple[str, str] | None:

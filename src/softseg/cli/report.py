@@ -38,10 +38,24 @@ def atomic_folder(destination: Path) -> Iterator[Path]:
 
     On an exception the temporary folder is deleted and ``destination`` is left as it was.
 
+    Convention:
+        - ``destination``: ``str`` or ``Path`` of a folder (may exist; its parents are created).
+        - Yields a ``Path``: a fresh folder ``.<name>.partial-*`` in ``destination.parent`` (mode 0o755). On a
+          normal exit it is renamed to ``destination``; an existing ``destination`` is replaced (moved aside,
+          then deleted) rather than merged.
+        - Raises ``ValueError`` (before yielding) when ``destination`` exists and is not a folder; an exception
+          in the ``with`` body removes the staging folder and propagates unchanged.
+
     Example:
         >>> root = Path(tempfile.mkdtemp())
         >>> with atomic_folder(root / "report") as folder:
         ...     _ = (folder / "table.md").write_text("| a |")
+        >>> sorted(p.name for p in root.iterdir()), (root / "report" / "table.md").exists()
+        (['report'], True)
+        >>> with atomic_folder(root / "report") as folder:
+        ...     raise RuntimeError("failed")
+        Traceback (most recent call last):
+        RuntimeError: failed
         >>> sorted(p.name for p in root.iterdir()), (root / "report" / "table.md").exists()
         (['report'], True)
     """
@@ -71,6 +85,15 @@ def summary_rows(results: Sequence[RunResult]) -> list[dict[str, object]]:
 
     Convention:
         Keys are ``COLUMNS``: ``loss``, ``target``, the metric keys of :data:`METRIC_LABELS`, ``train_seconds``.
+        ``results``: a sequence of :class:`RunResult` (empty gives ``[]``); returns one dict per result, in
+        order, with the result's ``metrics`` copied as they are (no check that every key is present).
+        Raises nothing of its own.
+
+    Example:
+        >>> from softseg.cli.configs import LOSS_CONFIGURATIONS
+        >>> result = RunResult(LOSS_CONFIGURATIONS["ce"], [], {"soft_dice": 0.75}, 2.0, torch.zeros(1, 2, 4, 4))
+        >>> summary_rows([result])
+        [{'loss': 'ce', 'target': 'hard', 'soft_dice': 0.75, 'train_seconds': 2.0}]
     """
     return [
         {"loss": r.config.name, "target": r.config.target, **r.metrics, "train_seconds": r.seconds} for r in results
@@ -86,6 +109,13 @@ def _format(key: str, value: object) -> str:
 def markdown_table(rows: Sequence[dict[str, object]]) -> str:
     """A GitHub Markdown table of :func:`summary_rows`.
 
+    Convention:
+        - ``rows``: dicts with every key of ``COLUMNS`` (a missing key raises ``KeyError``); may be empty
+          (header and separator only).
+        - Returns a string of lines joined by ``\\n`` (no trailing newline): a header of ``HEADERS``, a
+          separator, then one line per row; floats with 4 decimals, ``train_seconds`` with 1, other values
+          via ``str``.
+
     Example:
         >>> print(markdown_table([{"loss": "ce", "target": "hard", "dice_majority": 0.5, "soft_dice": 0.25,
         ...     "thresholded_dice": 0.5, "ece": 0.1, "brier": 0.2, "train_seconds": 3.0}]))
@@ -100,6 +130,15 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> str:
 
 def rich_table(rows: Sequence[dict[str, object]], *, title: str) -> Table:
     """The summary as a rich table; the best value of every metric column is bold.
+
+    Best = the minimum for ``ece`` and ``brier`` (lower is better), the maximum otherwise; ties are all bold,
+    and nothing is bold when there is only one row.
+
+    Convention:
+        - ``rows``: dicts with every key of ``COLUMNS`` (a missing key raises ``KeyError``), at least one row
+          (an empty sequence raises ``ValueError`` from ``max``); ``title``: the table's title.
+        - Returns a ``rich.table.Table`` with the ``HEADERS`` columns (text left, numbers right-aligned),
+          one row per input row, cells formatted as in :func:`markdown_table`.
 
     Example:
         >>> row = {"loss": "a", "target": "soft", "dice_majority": 0.5, "soft_dice": 0.5, "thresholded_dice": 0.5,
@@ -124,7 +163,27 @@ def rich_table(rows: Sequence[dict[str, object]], *, title: str) -> Table:
 
 
 def write_tables(folder: Path, rows: Sequence[dict[str, object]], results: Sequence[RunResult], settings: dict) -> None:
-    """summary.md, summary.csv and summary.json (rows, settings and per-epoch histories)."""
+    """summary.md, summary.csv and summary.json (rows, settings and per-epoch histories).
+
+    Convention:
+        - ``folder``: an existing folder (files in it are overwritten); ``rows``: :func:`summary_rows` of
+          ``results``; ``results``: :class:`RunResult` sequence (histories and descriptions go to the JSON);
+          ``settings``: JSON-serialisable dict, listed at the top of summary.md and stored in summary.json.
+        - Writes summary.md (settings, :func:`markdown_table`, notes on the metrics), summary.csv (header
+          ``COLUMNS``) and summary.json (keys ``settings``, ``results``, ``history``, ``descriptions``);
+          returns None.
+        - Raises ``KeyError`` / ``ValueError`` for rows lacking or adding ``COLUMNS`` keys, ``TypeError`` for
+          non-serialisable settings, ``OSError`` when a file cannot be written.
+
+    Example:
+        >>> from softseg.cli.configs import LOSS_CONFIGURATIONS
+        >>> metrics = {"dice_majority": 0.5, "soft_dice": 0.5, "thresholded_dice": 0.5, "ece": 0.1, "brier": 0.2}
+        >>> results = [RunResult(LOSS_CONFIGURATIONS["ce"], [], metrics, 1.0, torch.zeros(1, 2, 4, 4))]
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_tables(folder, summary_rows(results), results, {"epochs": 1})
+        >>> sorted(p.name for p in folder.iterdir()), json.loads((folder / "summary.json").read_text())["settings"]
+        (['summary.csv', 'summary.json', 'summary.md'], {'epochs': 1})
+    """
     header = "# softseg compare\n\n" + "\n".join(f"- {k}: {v}" for k, v in settings.items()) + "\n\n"
     notes = (
         "\n\nTest cases only. Dice vs majority: hard prediction (argmax) against the majority vote. soft Dice: "
@@ -147,7 +206,28 @@ def write_tables(folder: Path, rows: Sequence[dict[str, object]], results: Seque
 
 
 def plot_learning_curves(path: Path, results: Sequence[RunResult]) -> None:
-    """Training loss (each configuration in its own units) and test soft Dice against the epoch."""
+    """Training loss (each configuration in its own units) and test soft Dice against the epoch.
+
+    Two panels: ``train_loss`` (log scale) and ``test_soft_dice`` of every result's history, one line per
+    configuration.
+
+    Convention:
+        - ``path``: the image file to write (format from its suffix, e.g. ``.png``; 110 dpi); ``results``:
+          :class:`RunResult` sequence whose histories hold ``epoch``, ``train_loss`` (> 0 for the log scale)
+          and ``test_soft_dice``.
+        - Writes the figure, closes it, returns None. A history lacking a key raises ``KeyError``; an
+          unwritable path raises ``OSError``.
+
+    Example:
+        >>> from softseg.cli.configs import LOSS_CONFIGURATIONS
+        >>> history = [{"epoch": 1, "train_loss": 0.9, "test_soft_dice": 0.4},
+        ...            {"epoch": 2, "train_loss": 0.5, "test_soft_dice": 0.6}]
+        >>> result = RunResult(LOSS_CONFIGURATIONS["ce"], history, {}, 1.0, torch.zeros(1, 2, 4, 4))
+        >>> path = Path(tempfile.mkdtemp()) / "curves.png"
+        >>> plot_learning_curves(path, [result])
+        >>> path.exists()
+        True
+    """
     figure, (loss_axes, dice_axes) = plt.subplots(1, 2, figsize=(10, 4))
     for result in results:
         epochs = [h["epoch"] for h in result.history]
@@ -162,7 +242,27 @@ def plot_learning_curves(path: Path, results: Sequence[RunResult]) -> None:
 
 
 def plot_reliability(path: Path, results: Sequence[RunResult], target: torch.Tensor, *, n_bins: int = 15) -> None:
-    """Reliability diagram per configuration: accuracy (the target's mass on the predicted class) against confidence."""
+    """Reliability diagram per configuration: accuracy (the target's mass on the predicted class) against confidence.
+
+    One panel per result: bars of :func:`softseg.metrics.reliability_bins` (``n_bins`` equal-width bins, empty
+    bins left out) with the diagonal, titled with the configuration name and its ``metrics["ece"]``.
+
+    Convention:
+        - ``path``: the image file to write (format from its suffix; 110 dpi); ``results``: a non-empty
+          :class:`RunResult` sequence with ``metrics["ece"]`` and ``test_probs`` float (N, C, H, W);
+          ``target``: the averaged raters, float (N, C, H, W); ``n_bins``: int >= 1.
+        - Writes the figure, closes it, returns None. Empty ``results`` raises ``ValueError`` (matplotlib);
+          a missing ``"ece"`` raises ``KeyError``; shape errors come from ``reliability_bins``.
+
+    Example:
+        >>> from softseg.cli.configs import LOSS_CONFIGURATIONS
+        >>> probs = torch.tensor([[[[0.8, 0.3]], [[0.2, 0.7]]]])          # (N=1, C=2, H=1, W=2)
+        >>> result = RunResult(LOSS_CONFIGURATIONS["soft-ce"], [], {"ece": 0.0}, 1.0, probs)
+        >>> path = Path(tempfile.mkdtemp()) / "reliability.png"
+        >>> plot_reliability(path, [result], probs, n_bins=5)
+        >>> path.exists()
+        True
+    """
     figure, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.4), squeeze=False)
     for axis, result in zip(axes[0], results, strict=True):
         bins = metrics.reliability_bins(result.test_probs, target, n_bins=n_bins)
@@ -183,7 +283,23 @@ def plot_reliability(path: Path, results: Sequence[RunResult], target: torch.Ten
 
 
 def plot_one_pixel(path: Path, *, target: float = 0.5) -> None:
-    """Loss against the prediction t of one pixel with target ``target``: classic Dice beside softseg's."""
+    """Loss against the prediction t of one pixel with target ``target``: classic Dice beside softseg's.
+
+    Two panels over t in [0, 1] (201 points): classic soft Dice 1 - 2ty / (t + y) and softseg Dice
+    |t - y| / (t + y), each marking y and the curve's minimum.
+
+    Convention:
+        - ``path``: the image file to write (format from its suffix; 110 dpi); ``target``: float y in [0, 1]
+          (default 0.5).
+        - Writes the figure, closes it, returns None. A ``target`` outside [0, 1] raises ``ValueError`` (the
+          losses' target check); an unwritable path raises ``OSError``.
+
+    Example:
+        >>> path = Path(tempfile.mkdtemp()) / "one_pixel.png"
+        >>> plot_one_pixel(path, target=0.3)
+        >>> path.exists()
+        True
+    """
     predictions = torch.linspace(0.0, 1.0, 201)
     y = torch.tensor([[[target]]])
     curves = {

@@ -21,11 +21,34 @@ from softseg.cli.model import CompactUNet
 
 
 class TrainingError(RuntimeError):
-    """Training a configuration went wrong (a non-finite loss): the message names the configuration."""
+    """Training a configuration went wrong (a non-finite loss): the message names the configuration.
+
+    Convention:
+        - Constructed with one message string; a ``RuntimeError`` subclass.
+        - Raised by :func:`train_configuration` when a batch loss is NaN or infinite (message: the
+          configuration name, the value and the epoch).
+
+    Example:
+        >>> error = TrainingError("loss configuration 'x' gave a non-finite loss (nan) at epoch 1")
+        >>> isinstance(error, RuntimeError), "'x'" in str(error)
+        (True, True)
+    """
 
 
 class Split(NamedTuple):
-    """Train and test tensors: images (N, 1, H, W), soft targets (N, C, H, W), majority votes (N, H, W)."""
+    """Train and test tensors: images (N, 1, H, W), soft targets (N, C, H, W), majority votes (N, H, W).
+
+    Convention:
+        - ``*_images``: float32 (N, 1, H, W); ``*_soft``: float (N, C, H, W) averaged raters (sum 1 over C);
+          ``*_hard``: int64 (N, H, W) majority vote; ``num_classes``: C. Train and test N differ.
+        - A plain ``NamedTuple``: no validation, raises nothing; :func:`split_data` builds a consistent one.
+
+    Example:
+        >>> from softseg.cli.dataset import generate_multirater
+        >>> split = split_data(generate_multirater(3, size=8, raters=2))
+        >>> len(split.train_images), len(split.test_images), split.num_classes, split.test_hard.dtype
+        (2, 1, 3, torch.int64)
+    """
 
     train_images: Tensor
     train_soft: Tensor
@@ -37,7 +60,19 @@ class Split(NamedTuple):
 
 
 class TrainSettings(NamedTuple):
-    """Optimisation settings shared by all configurations of one comparison."""
+    """Optimisation settings shared by all configurations of one comparison.
+
+    Convention:
+        - ``epochs`` (int >= 1), ``batch_size`` (int >= 1), ``learning_rate`` (float > 0, Adam's initial rate,
+          cosine-decayed to 0), ``width`` (int, channels of the first :class:`CompactUNet` level), ``seed``
+          (int: initial weights and batch order).
+        - A plain ``NamedTuple``: no validation here, raises nothing (``softseg compare`` checks its options).
+
+    Example:
+        >>> settings = TrainSettings(epochs=2, batch_size=4, learning_rate=1e-3, width=8, seed=0)
+        >>> settings._replace(epochs=5).epochs, settings.width
+        (5, 8)
+    """
 
     epochs: int
     batch_size: int
@@ -47,7 +82,20 @@ class TrainSettings(NamedTuple):
 
 
 class RunResult(NamedTuple):
-    """One configuration's outcome: per-epoch history, final test metrics, training seconds, test probabilities."""
+    """One configuration's outcome: per-epoch history, final test metrics, training seconds, test probabilities.
+
+    Convention:
+        - ``config``: the :class:`LossConfiguration` trained; ``history``: one dict per epoch with ``epoch``,
+          ``train_loss`` and ``test_soft_dice``; ``metrics``: the keys of :data:`METRIC_LABELS` (floats, see
+          :func:`evaluate`); ``seconds``: optimisation time (float); ``test_probs``: float (N_test, C, H, W).
+        - A plain ``NamedTuple``: no validation, raises nothing; :func:`train_configuration` returns one.
+
+    Example:
+        >>> from softseg.cli.configs import LOSS_CONFIGURATIONS
+        >>> result = RunResult(LOSS_CONFIGURATIONS["ce"], [], {"ece": 0.1}, 1.5, torch.zeros(1, 2, 4, 4))
+        >>> result.config.name, result.seconds, tuple(result.test_probs.shape)
+        ('ce', 1.5, (1, 2, 4, 4))
+    """
 
     config: LossConfiguration
     history: list[dict[str, float]]
@@ -69,6 +117,12 @@ def split_data(data: MultiRaterData, *, test_fraction: float = 0.25, seed: int =
     """Shuffle the cases with ``seed`` and hold out ``test_fraction`` of them (at least one) for testing.
 
     Soft targets are the averaged raters, hard ones the majority vote (:mod:`softseg.labels`).
+
+    Convention:
+        - ``data``: :class:`MultiRaterData` with N >= 2 cases; ``test_fraction``: float, the test count is
+          round(N * ``test_fraction``) clipped to [1, N - 1]; ``seed``: int (the permutation of the cases).
+        - Returns a :class:`Split` (images float (n, 1, H, W), soft float (n, C, H, W), hard int64 (n, H, W)).
+        - Raises ``ValueError`` when N < 2. Deterministic for a given ``seed``.
 
     Example:
         >>> from softseg.cli.dataset import generate_multirater
@@ -123,6 +177,13 @@ def evaluate(probs: Tensor, soft: Tensor, hard: Tensor) -> dict[str, float]:
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: Tensor, batch_size: int) -> Tensor:
     """Softmax probabilities of ``model`` on ``images``, in eval mode, batch by batch.
+
+    Convention:
+        - ``model``: maps (b, C_in, H, W) to logits (b, C, H, W); ``images``: (N, C_in, H, W) with N >= 1;
+          ``batch_size``: int >= 1.
+        - Returns float (N, C, H, W) probabilities (sum 1 over dim 1), without gradients (``torch.no_grad``).
+        - Side effect: leaves ``model`` in eval mode. Errors are the model's (shape mismatch); N = 0 makes
+          ``torch.cat`` raise (an empty list of batches).
 
     Example:
         >>> net = CompactUNet(in_channels=1, num_classes=2, width=2)
