@@ -6,8 +6,11 @@ import re
 
 import pytest
 import torch
+import torch.utils._python_dispatch
 from hypothesis import given
 from hypothesis import strategies as st
+
+import softseg
 
 from softseg import (
     DiceLoss,
@@ -329,3 +332,62 @@ def test_arbitrary_input_gives_a_value_or_a_clear_error(
         assert str(error)  # a message, not a bare exception
     else:
         assert bool(torch.isfinite(loss))
+
+
+# ---------------------------------------------------------------- set_value_checks
+
+
+class _RecordOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """The names of the aten ops run inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+# The value checks reduce with aminmax and read the result back (.tolist(), or .item() / int() / bool(),
+# which dispatch _local_scalar_dense): a host sync on a GPU. Neither op is used by the losses otherwise.
+_SYNC_OPS = {"aminmax", "_local_scalar_dense"}
+
+
+@pytest.mark.parametrize(
+    "loss, target",
+    [
+        (softseg.dice_loss, torch.tensor([[0, 1, 2, 1]])),
+        (softseg.dice_ce_loss, torch.tensor([[0, 1, 2, 1]])),
+        (softseg.dice_loss, torch.full((1, 3, 4), 1 / 3)),
+    ],
+)
+def test_value_checks_off_leaves_no_host_sync(loss, target):
+    logits = torch.randn(1, 3, 4, requires_grad=True)
+    with _RecordOps() as checked:
+        loss(logits, target).backward()
+    assert _SYNC_OPS & set(checked.names)  # the checks do read values back by default
+    with softseg.set_value_checks(False), _RecordOps() as unchecked:
+        loss(logits, target).backward()
+    assert not _SYNC_OPS & set(unchecked.names)
+
+
+def test_value_checks_switch_call_and_block():
+    bad = torch.tensor([[0, 5]])
+    logits = torch.zeros(1, 2, 2)
+    with pytest.raises(ValueError, match="class index 5"):
+        softseg.dice_loss(logits, bad)
+    with softseg.set_value_checks(False):
+        assert not softseg.value_checks_enabled()
+        softseg.region_statistics(logits.softmax(1), torch.tensor([[0, 1]]))
+        with pytest.raises(TypeError, match="enabled must be a bool"):
+            softseg.set_value_checks("no")
+    assert softseg.value_checks_enabled()
+    softseg.set_value_checks(False)  # a plain call stays in force
+    try:
+        assert not softseg.value_checks_enabled()
+        softseg.dice_loss(logits, torch.full((1, 2, 2), 0.5) * 3)  # a target above 1 passes unchecked
+    finally:
+        softseg.set_value_checks(True)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        softseg.dice_loss(logits, torch.full((1, 2, 2), 1.5))

@@ -14,6 +14,7 @@ The layers, bottom to top:
 
 import importlib
 
+from softseg._checks import set_value_checks, value_checks_enabled
 from softseg.activation import activate
 from softseg.aggregation import aggregate
 from softseg.losses import (
@@ -63,4 +64,6 @@ __all__ = [
     "region_statistics",
     "tversky_index",
     "tversky_loss",
-]
+    "set_value_checks",
+    "value_checks_enabled",
+]  # the last two: the switch for the host-syncing value checks

@@ -6,6 +6,7 @@ with a message that names the argument, what was seen and what was expected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -22,6 +23,78 @@ ACTIVE_CLASSES = ("all", "present")
 def _compiling() -> bool:
     # Data-dependent checks (value ranges) would graph-break under torch.compile; skip them there.
     return torch.compiler.is_compiling()
+
+
+_VALUE_CHECKS = True  # see set_value_checks
+
+
+class set_value_checks:
+    r"""Turn the value checks (label range, [0, 1] targets, finite weights) on or off; also a ``with`` block.
+
+    These checks read a tensor's minimum and maximum back to the host: on a GPU each one is a sync that
+    waits for all queued work (the network's forward pass too), so the host cannot run ahead while the
+    GPU computes. With the checks off a training step has no sync in softseg. Shape, dtype and option
+    checks always run. Same idea as ``torch.distributions.Distribution.set_default_validate_args``.
+
+    .. math::
+
+        	ext{checked} = \{\, y \in [0, C) 	ext{ (labels)},\ y \in [0, 1] 	ext{ (targets)},        w \ge 0 	ext{ finite (weights)} \,\}
+
+    Convention:
+        - ``enabled``: a bool; on by default, process-wide (not per thread), like torch's own switches.
+        - As a call it stays in force; as ``with set_value_checks(False):`` the previous state returns
+          on exit. ``torch.compile`` always skips them (they would break the graph).
+        - With the checks off, bad values are not caught: an out-of-range label counts for no class in
+          the fused kernels and may raise a device-side error elsewhere (as ``F.cross_entropy`` does).
+
+    Example:
+        >>> import softseg
+        >>> labels = torch.tensor([[0, 3]])                   # class 3 with 2 channels: out of range
+        >>> logits = torch.zeros(1, 2, 2)
+        >>> softseg.dice_loss(logits, labels)
+        Traceback (most recent call last):
+        ...
+        ValueError: target holds class index 3; expected indices in [0, 1]
+        >>> with softseg.set_value_checks(False):             # no check, no host sync
+        ...     loss = softseg.dice_loss(logits, torch.tensor([[0, 1]]))
+        >>> softseg.value_checks_enabled()
+        True
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        global _VALUE_CHECKS
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be a bool; got {type(enabled).__name__}")
+        self.previous = _VALUE_CHECKS
+        self.enabled = enabled
+        _VALUE_CHECKS = enabled
+
+    def __repr__(self) -> str:
+        return f"set_value_checks({self.enabled})"
+
+    def __enter__(self) -> set_value_checks:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _VALUE_CHECKS
+        _VALUE_CHECKS = self.previous
+
+
+def value_checks_enabled() -> bool:
+    """Whether the value checks run (:class:`set_value_checks`).
+
+    Convention:
+        Returns the process-wide switch; under ``torch.compile`` the checks are skipped whatever it says.
+
+    Example:
+        >>> value_checks_enabled()
+        True
+    """
+    return _VALUE_CHECKS
+
+
+def _skip_value_checks() -> bool:
+    return not _VALUE_CHECKS or _compiling()
 
 
 def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
@@ -103,19 +176,19 @@ def target_kind(input: Tensor, target: object) -> TargetKind:
 
 
 def check_unit_interval(name: str, value: Tensor) -> None:
-    """Values must lie in [0, 1] (skipped under torch.compile)."""
-    if _compiling() or value.numel() == 0:
+    """Values must lie in [0, 1] (skipped under torch.compile and with set_value_checks(False))."""
+    if _skip_value_checks() or value.numel() == 0:
         return
-    low, high = torch.aminmax(value.detach())
-    if bool(torch.isnan(low) | torch.isnan(high)):
+    low, high = torch.stack(torch.aminmax(value.detach())).tolist()  # one device-to-host copy
+    if math.isnan(low) or math.isnan(high):
         raise ValueError(f"{name} must hold values in [0, 1]; found NaN")
-    if low.item() < 0 or high.item() > 1:
-        raise ValueError(f"{name} must hold values in [0, 1]; found values in [{low.item():.4g}, {high.item():.4g}]")
+    if low < 0 or high > 1:
+        raise ValueError(f"{name} must hold values in [0, 1]; found values in [{low:.4g}, {high:.4g}]")
 
 
 def check_labels(labels: Tensor, num_classes: int, valid: Tensor | None, ignore_index: int | None) -> None:
-    """Index labels must lie in [0, num_classes) wherever they count (skipped under torch.compile)."""
-    if _compiling() or labels.numel() == 0:
+    """Index labels must lie in [0, num_classes) wherever they count (skipped as check_unit_interval)."""
+    if _skip_value_checks() or labels.numel() == 0:
         return
     counted = labels if valid is None else labels[valid]
     if counted.numel() == 0:
@@ -163,6 +236,6 @@ def check_weight(weight: object, num_classes: int | None, *, include_background:
     if num_classes is not None and tensor.shape[0] != num_classes:
         note = " (include_background=False: leave out class 0)" if not include_background else ""
         raise ValueError(f"weight must have one value per scored class, {num_classes}{note}; got {tensor.shape[0]}")
-    if not _compiling() and (not bool(torch.isfinite(tensor).all()) or bool((tensor < 0).any())):
+    if not _skip_value_checks() and (not bool(torch.isfinite(tensor).all()) or bool((tensor < 0).any())):
         raise ValueError(f"weight must hold finite non-negative values; got {tensor.tolist()}")
     return tensor

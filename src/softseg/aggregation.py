@@ -60,6 +60,32 @@ def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(positive, numerator / torch.where(positive, denominator, 1), 0)
 
 
+def _times(value: Tensor | None, factor: Tensor | None) -> Tensor | None:
+    """value * factor, where None is a tensor of ones."""
+    if factor is None:
+        return value
+    return factor if value is None else value * factor
+
+
+def _mean(values: Tensor) -> Tensor:
+    """Mean of all entries; 0 when there are none (an empty batch), never NaN."""
+    return values.sum() / values.numel() if values.numel() else values.sum()
+
+
+def _weighted_mean(values: Tensor, weights: Tensor | None, *, dim: int | None) -> Tensor:
+    """sum(values) / sum(weights) over ``dim`` (all dims for None), 0 where the weights sum to 0.
+
+    ``weights`` None means ones: the divisor is the number of entries (values are already weighted).
+    """
+    if weights is None:
+        count = values.numel() if dim is None else values.shape[dim]
+        total = values.sum() if dim is None else values.sum(dim)
+        return total / count if count else total
+    if dim is None:
+        return _safe_divide(values.sum(), weights.sum())
+    return _safe_divide(values.sum(dim), weights.sum(dim))
+
+
 def aggregate(
     stats: RegionStatistics,
     entry_loss: Callable[[RegionStatistics], Tensor],
@@ -116,25 +142,29 @@ def aggregate(
     for level, mix in parts.items():
         level_stats = stats.sum_images() if level == "global" else stats
         losses = entry_loss(level_stats)
-        if active_classes == "all":
-            active = torch.ones_like(losses)
-        else:
-            active = (level_stats.target_max > threshold).to(losses.dtype)
-        class_weight = active.new_ones(losses.shape[-1]) if weight is None else weight.to(losses)
-        weighted = losses * active * class_weight
+        # None stands for "all ones" (every class active, no class weights): the products and divisions it
+        # saves are a kernel launch each on a GPU, where this small-tensor tail costs more than the statistics.
+        active = None if active_classes == "all" else (level_stats.target_max > threshold).to(losses.dtype)
+        class_weight = None if weight is None else weight.to(losses)
+        weighted = _times(_times(losses, active), class_weight)
+        counts = _times(active, class_weight)  # w a per entry (None: all ones)
+        counts = None if counts is None else counts.expand_as(losses)
         if reduction == "none":
             return weighted[0] if level == "global" else weighted
         if reduction == "sum":
             value = weighted.sum()
         elif level == "global":
-            value = _safe_divide(weighted.sum(), (active * class_weight).sum())
+            value = _weighted_mean(weighted, counts, dim=None)
         elif level == "image":
-            per_image = _safe_divide(weighted.sum(1), (active * class_weight).sum(1))
-            counted = ((active * class_weight).sum(1) > 0).to(losses.dtype)
-            value = _safe_divide((per_image * counted).sum(), counted.sum())
+            per_image = _weighted_mean(weighted, counts, dim=1)
+            if counts is None:
+                value = _mean(per_image)
+            else:
+                counted = (counts.sum(1) > 0).to(losses.dtype)
+                value = _safe_divide((per_image * counted).sum(), counted.sum())
         else:
-            per_class = _safe_divide((losses * active).sum(0), active.sum(0))
-            counted = (active.sum(0) > 0).to(losses.dtype) * class_weight
-            value = _safe_divide((per_class * counted).sum(), counted.sum())
+            per_class = _weighted_mean(_times(losses, active), active, dim=0)
+            counted = class_weight if active is None else _times((active.sum(0) > 0).to(losses.dtype), class_weight)
+            value = _mean(per_class) if counted is None else _safe_divide((per_class * counted).sum(), counted.sum())
         total = mix * value if total is None else total + mix * value
     return total

@@ -8,8 +8,9 @@ Workloads (float32 logits, forward + backward; the issue's W1-W5):
 - ``W4-3d``, ``W4-2d``: W1 and W2 with dense soft targets (class probabilities).
 - ``W5-3d``, ``W5-2d``: Dice + cross-entropy on W1 and W2.
 
-Implementations: ``softseg`` (the fused path), ``softseg-unfused`` (activate + region_statistics, the
-reference path), ``monai`` (DiceLoss with ``soft_label=True``, DiceCELoss for W5), ``smp``
+Implementations: ``softseg`` (the fused path: Triton kernels on CUDA, torch blocks on CPU),
+``softseg-blocks`` (CUDA only: the torch block path, Triton turned off), ``softseg-unfused`` (activate +
+region_statistics, the reference path), ``monai`` (DiceLoss with ``soft_label=True``, DiceCELoss for W5), ``smp``
 (segmentation_models_pytorch's DiceLoss, where installed), ``torch-reference`` (the soft Dice formula
 in plain torch with a dense one-hot), and ``cross_entropy`` (``F.cross_entropy``; binary cross-entropy
 for W3), the baseline of every ratio.
@@ -91,21 +92,22 @@ WORKLOADS: dict[str, Workload] = {
         Workload("W5-2d", (16, 21, 256, 256), "index", "softmax", True, "Dice + CE on W2"),
     )
 }
-IMPLEMENTATIONS = ("softseg", "softseg-unfused", "monai", "smp", "torch-reference", "cross_entropy")
+IMPLEMENTATIONS = ("softseg", "softseg-blocks", "softseg-unfused", "monai", "smp", "torch-reference", "cross_entropy")
+DEVICES = ("cpu", "cuda")
 QUICK_SCALE = 0.1
 
 
 # ------------------------------------------------------------------------------------------ losses
 
 
-def _inputs(workload: Workload, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(workload.shape, generator=gen).requires_grad_()
+def _inputs(workload: Workload, seed: int = 0, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same numbers on every device
+    logits = torch.randn(workload.shape, generator=gen).to(device).requires_grad_()
     batch, channels, *spatial = workload.shape
     if workload.target == "index":
-        target = torch.randint(0, max(channels, 2), (batch, *spatial), generator=gen)
+        target = torch.randint(0, max(channels, 2), (batch, *spatial), generator=gen).to(device)
     else:
-        target = torch.rand(workload.shape, generator=gen)
+        target = torch.rand(workload.shape, generator=gen).to(device)
         target /= target.sum(1, keepdim=True)  # in place: no second tensor of the logits' size
     return logits, target
 
@@ -116,10 +118,34 @@ def _one_hot(target: torch.Tensor, channels: int) -> torch.Tensor:
     return F.one_hot(target, channels).movedim(-1, 1).float()
 
 
-def _loss_function(workload: Workload, implementation: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _without_triton(loss: Callable) -> Callable:
+    """``loss`` with the Triton kernels turned off for its forward (backward follows the forward's choice)."""
+    from softseg.kernels.triton_fused import ENVIRONMENT_SWITCH
+
+    def blocks(z, y):
+        saved = os.environ.get(ENVIRONMENT_SWITCH)
+        os.environ[ENVIRONMENT_SWITCH] = "0"
+        try:
+            return loss(z, y)
+        finally:
+            if saved is None:
+                del os.environ[ENVIRONMENT_SWITCH]
+            else:
+                os.environ[ENVIRONMENT_SWITCH] = saved
+
+    return blocks
+
+
+def _loss_function(
+    workload: Workload, implementation: str, device: str = "cpu"
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The loss of ``implementation`` on ``workload``; ImportError when the peer is missing."""
     channels = workload.shape[1]
     act = workload.activation
+    if implementation == "softseg-blocks":
+        if device != "cuda":
+            raise NotImplementedError("softseg-blocks differs from softseg on CUDA only")
+        return _without_triton(_loss_function(workload, "softseg"))
     if implementation == "softseg":
         from softseg.losses.compound import dice_ce_loss
         from softseg.losses.region import dice_loss
@@ -217,38 +243,68 @@ def _peak_rss_bytes() -> int:
     raise OSError("VmHWM not found in /proc/self/status")
 
 
+def _extra_cuda_bytes(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> int:
+    """Peak of the CUDA allocator during one step, beyond what was allocated before and the gradient."""
+    logits.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    loss_fn(logits, target).backward()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before - logits.numel() * logits.element_size()
+
+
+def _extra_cpu_bytes(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> int:
+    """Peak RSS during one step, beyond the RSS before it and the gradient (Linux; a fresh process)."""
+    logits.grad = None
+    _release_free_memory()
+    before = _rss_bytes()
+    _reset_peak_rss()
+    loss_fn(logits, target).backward()
+    return _peak_rss_bytes() - before - logits.numel() * logits.element_size()
+
+
 def _measure(
-    workload: Workload, implementation: str, *, repeats: int, warmup: int, threads: int | None, memory: bool = True
+    workload: Workload,
+    implementation: str,
+    *,
+    repeats: int,
+    warmup: int,
+    threads: int | None,
+    memory: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """Run one configuration in this process: extra peak memory of the first step, median time of the rest.
 
-    ``memory=False`` skips the memory figure (it is only meaningful in a fresh process).
+    ``memory=False`` skips the CPU memory figure (it is only meaningful in a fresh process); on CUDA the
+    allocator's own peak counter gives it in any process.
     """
     if threads:
         torch.set_num_threads(threads)
     row = {"workload": workload.name, "implementation": implementation, "shape": list(workload.shape)}
     try:
-        loss_fn = _loss_function(workload, implementation)
+        loss_fn = _loss_function(workload, implementation, device)
     except (ImportError, NotImplementedError) as error:
         status = "not installed" if isinstance(error, ImportError) else "not supported"
         return dict(row, status=status, note=str(error).splitlines()[0][:120])
-    logits, target = _inputs(workload)
+    logits, target = _inputs(workload, device=device)
     logits_bytes = logits.numel() * logits.element_size()
     loss_fn(logits, target).backward()  # one-time costs (thread pools, lazy imports) stay out of the figures
-    memory_ok = memory and sys.platform.startswith("linux") and _reset_peak_rss()
+    cuda = device == "cuda"
     extra = None
-    if memory_ok:
-        logits.grad = None
-        _release_free_memory()
-        before = _rss_bytes()
-        _reset_peak_rss()
-        loss_fn(logits, target).backward()
-        extra = _peak_rss_bytes() - before - logits_bytes
+    if cuda:
+        extra = _extra_cuda_bytes(loss_fn, logits, target)
+    elif memory and sys.platform.startswith("linux") and _reset_peak_rss():
+        extra = _extra_cpu_bytes(loss_fn, logits, target)
     times = []
     for step in range(warmup + repeats):
         logits.grad = None
+        if cuda:
+            torch.cuda.synchronize()
         start = time.perf_counter()
         loss_fn(logits, target).backward()
+        if cuda:
+            torch.cuda.synchronize()  # the kernels run asynchronously: wait for them before reading the clock
         if step >= warmup:
             times.append(time.perf_counter() - start)
     return dict(
@@ -305,18 +361,22 @@ def run_benchmark(
     install_peers: bool = True,
     timeout: float = 900.0,
     progress: Callable[[dict], None] | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     r"""Measure every (workload, implementation): median forward + backward time and extra peak memory.
 
     extra = peak RSS during one step - RSS before it - bytes of the logits' gradient (Linux; module
-    docstring); the table's ratios divide by the cross_entropy row's time and by the logits' bytes.
+    docstring; on CUDA the allocator's peak instead of the RSS); the table's ratios divide by the
+    cross_entropy row's time and by the logits' bytes.
 
     Convention:
         - ``workloads``: names in ``WORKLOADS``; ``implementations``: from ``IMPLEMENTATIONS``.
         - ``scale`` multiplies every spatial side (1 = the issue's sizes); ``repeats`` timed steps after
           ``warmup`` untimed ones, torch's thread count unless ``threads`` is given.
-        - ``fresh_process=True``: one interpreter per configuration (the memory figure needs it; with
-          ``False`` it is None). ``install_peers``: pip-install a missing MONAI, else skip its rows.
+        - ``fresh_process=True``: one interpreter per configuration (the CPU memory figure needs it; with
+          ``False`` it is None on CPU). ``install_peers``: pip-install a missing MONAI, else skip its rows.
+        - ``device``: ``"cpu"`` or ``"cuda"`` (inputs drawn on the CPU, then moved; each step is
+          synchronized before the clock is read). ``softseg-blocks`` rows are "not supported" off CUDA.
         - Returns one dict per row: ``workload``, ``implementation``, ``status`` (``"ok"``, ``"not
           installed"``, ``"not supported"``, ``"skipped"``, ``"failed"``, ``"timed out"``) and, when ok,
           ``median_s``, ``extra_bytes``, ``logits_bytes`` and the ``loss`` value.
@@ -336,10 +396,11 @@ def run_benchmark(
                 row = {"workload": name, "implementation": "monai", "status": "skipped", "note": monai_missing}
             elif fresh_process:
                 spec = {"workload": name, "implementation": implementation, "scale": scale, "repeats": repeats,
-                        "warmup": warmup, "threads": threads}
+                        "warmup": warmup, "threads": threads, "device": device}
                 row = _measure_in_fresh_process(spec, timeout)
             else:
-                row = _measure(workload, implementation, repeats=repeats, warmup=warmup, threads=threads, memory=False)
+                row = _measure(workload, implementation, repeats=repeats, warmup=warmup, threads=threads,
+                               memory=False, device=device)
             rows.append(row)
             if progress is not None:
                 progress(row)
@@ -349,8 +410,8 @@ def run_benchmark(
 # ------------------------------------------------------------------------------------------ report
 
 
-def _machine_description() -> str:
-    """CPU model, cores, torch version and load, for the record."""
+def _machine_description(device: str = "cpu") -> str:
+    """CPU model, cores, torch version and load (and the GPU and Triton for CUDA), for the record."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -361,8 +422,15 @@ def _machine_description() -> str:
     except OSError:
         pass
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    text = (f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"Python {platform.python_version()}, load average {load}")
+    if device == "cuda":
+        try:
+            triton_version = importlib.import_module("triton").__version__
+        except ImportError:
+            triton_version = "not installed"
+        text += f"; GPU {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}, Triton {triton_version}"
+    return text
 
 
 def _baseline(rows: list[dict], workload: str) -> float | None:
@@ -447,8 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS),
                         metavar="NAME", help=f"workloads to run (default: all of {', '.join(WORKLOADS)})")
-    parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=list(IMPLEMENTATIONS),
-                        metavar="NAME", help=f"implementations to run (default: all of {', '.join(IMPLEMENTATIONS)})")
+    parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=None, metavar="NAME",
+                        help=f"implementations to run (default: all of {', '.join(IMPLEMENTATIONS)}; "
+                        "softseg-blocks on CUDA only)")
     parser.add_argument("--quick", action="store_true",
                         help=f"tiny inputs (spatial sides x {QUICK_SCALE}), 2 timed steps, in this process: "
                         "checks that every configuration runs, in seconds (the figures mean nothing)")
@@ -456,6 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per configuration (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where the losses run (default cpu); cuda adds the softseg-blocks rows and takes "
+                        "20 timed steps by default")
     parser.add_argument("--no-install", action="store_true", help="do not pip-install a missing MONAI; skip its rows")
     parser.add_argument("--process", choices=("fresh", "same"), default=None,
                         help="'fresh': one interpreter per configuration, with the memory figure (default); "
@@ -470,19 +542,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = json.loads(args.worker)
         workload = WORKLOADS[spec["workload"]].scaled(spec["scale"])
         row = _measure(workload, spec["implementation"], repeats=spec["repeats"], warmup=spec["warmup"],
-                      threads=spec["threads"])
+                       threads=spec["threads"], device=spec.get("device", "cpu"))
         print(json.dumps(row))
         return 0
 
     scale = args.scale if args.scale is not None else (QUICK_SCALE if args.quick else 1.0)
-    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 20 if cuda else 5)
+    implementations = args.implementations or [
+        name for name in IMPLEMENTATIONS if cuda or name != "softseg-blocks"
+    ]
     fresh = args.process == "fresh" if args.process else not args.quick
     for name, value, minimum in (("--scale", scale, 0), ("--repeats", repeats, 1), ("--warmup", args.warmup, 0)):
         if not (value > minimum if name == "--scale" else value >= minimum):
             parser.error(f"{name} must be {'>' if name == '--scale' else '>='} {minimum}; got {value}")
-    print(f"machine: {_machine_description()}", flush=True)
+    print(f"machine: {_machine_description(args.device)}", flush=True)
     print(f"scale {scale}, {repeats} timed steps after {args.warmup} warm-up, "
-          f"{'one fresh process per configuration' if fresh else 'all in this process, no memory figure'}",
+          f"{'one fresh process per configuration' if fresh else 'all in this process'}"
+          f"{'' if fresh or cuda else ', no memory figure'}, on {args.device}",
           flush=True)
 
     def progress(row: dict) -> None:
@@ -491,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = run_benchmark(
         workloads=args.workloads,
-        implementations=args.implementations,
+        implementations=implementations,
         scale=scale,
         repeats=repeats,
         warmup=args.warmup,
@@ -499,6 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fresh_process=fresh,
         install_peers=not args.no_install,
         progress=progress,
+        device=args.device,
     )
     print()
     print(_format_table(rows))
@@ -508,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_goal_report(rows))
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"machine": _machine_description(), "scale": scale, "rows": rows}, out, indent=1)
+            json.dump({"machine": _machine_description(args.device), "scale": scale, "rows": rows}, out, indent=1)
     return 0
 
 

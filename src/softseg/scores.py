@@ -35,9 +35,15 @@ def tversky_index(
         >>> tversky_index(stats, alpha=1.0, beta=1.0)
         tensor([[0.5455]])
     """
-    numerator = stats.tp + smooth
+    # The branches skip ops that would add 0 or repeat a product: on a GPU each op costs a launch.
+    numerator = stats.tp + smooth if smooth else stats.tp
     smooth_denominator = smooth if smooth_denominator is None else smooth_denominator
-    denominator = stats.tp + alpha * stats.fp + beta * stats.fn + smooth_denominator
+    if alpha == beta:
+        denominator = stats.tp + alpha * (stats.fp + stats.fn)
+    else:
+        denominator = stats.tp + alpha * stats.fp + beta * stats.fn
+    if smooth_denominator:
+        denominator = denominator + smooth_denominator
     # != 0 rather than > 0: with inputs outside [0, 1] (MONAI's other_act=torch.tanh) the ratio stays defined.
     nonzero = denominator != 0
     return torch.where(nonzero, numerator / torch.where(nonzero, denominator, 1), 1)

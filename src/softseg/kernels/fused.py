@@ -44,12 +44,15 @@ from softseg._checks import (
     check_mask,
     check_unit_interval,
     target_kind,
+    value_checks_enabled,
 )
 from softseg.activation import activate
+from softseg.kernels.triton_fused import TritonRegionStatistics, statistics_outputs, triton_applies
 from softseg.statistics import RegionStatistics, accumulation_dtype, region_statistics
 
 BLOCK_ELEMENTS = 1 << 19  # (B, C, pixels) elements per block: 2 MiB in float32, stays in the L2/L3 cache
 MIN_BLOCK_PIXELS = 256  # at least this many pixels per block, so per-op overhead stays small for large B * C
+CUDA_BLOCKS = 8  # blocks per input on a GPU without the Triton kernels (module softseg.kernels.triton_fused)
 LOG_FLOOR = 1e-12  # activation="none" cross-entropy: log of a probability floored here, never -inf
 
 
@@ -103,6 +106,9 @@ def fused_statistics(
         - ``activation``: ``"softmax"`` and ``"sigmoid"`` run fused; ``"none"`` and the cases listed in
           :func:`_fused_path_applies` run the reference path (same values and gradients).
           With ``activation="none"`` the cross-entropy uses log(max(x, 1e-12)).
+        - Device: on CUDA, with Triton installed, float32/float16/bfloat16 logits and at most 256
+          classes take the Triton kernels of :mod:`softseg.kernels.triton_fused` (one pass forward, one
+          backward); ``SOFTSEG_TRITON=0`` in the environment turns them off. Elsewhere the torch blocks run.
         - Returns ``(RegionStatistics, ce)``: ``ce`` is None unless ``cross_entropy=True``, then the
           (B, C) sums over counted pixels (not yet averaged). The fused path is differentiable once
           (no double backward).
@@ -149,7 +155,11 @@ def fused_statistics(
         check_unit_interval("target", target)
         labels, dense = None, target.reshape(batch, channels, pixels)
         weight = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
-    if kind == "index" and activation == "softmax":
+    if triton_applies(logits):
+        tp, fp, fn, target_max, ce = TritonRegionStatistics.apply(
+            logits, labels, dense, weight, activation, norm, cross_entropy
+        )
+    elif kind == "index" and activation == "softmax":
         tp, fp, fn, target_max, ce = _FusedSoftmaxIndexStatistics.apply(logits, labels, weight, norm, cross_entropy)
     elif kind == "index" and not cross_entropy:
         tp, fp, fn, target_max = _FusedSigmoidIndexStatistics.apply(logits, labels, weight, norm)
@@ -175,9 +185,9 @@ def _index_labels(
     # One aminmax pass (min and max together) over the labels to check; the ignored or masked-out pixels
     # are set to 0, a valid class, so they pass. check_labels builds the error message on a failure only.
     safe = labels if valid is None else labels.masked_fill(~valid, 0)
-    if safe.numel() > 0:
-        low, high = torch.aminmax(safe)
-        if int(low) < 0 or int(high) >= max(channels, 2):
+    if safe.numel() > 0 and value_checks_enabled() and not torch.compiler.is_compiling():
+        low, high = torch.stack(torch.aminmax(safe)).tolist()  # one device-to-host copy (a sync on GPU)
+        if low < 0 or high >= max(channels, 2):
             check_labels(labels, max(channels, 2), valid, ignore_index)
     if valid is None:
         return labels, None
@@ -208,9 +218,14 @@ def _block_probabilities(logits: Tensor, activation: str, with_log: bool) -> tup
     return probs, (F.logsigmoid(logits) if with_log else None)
 
 
-def _block_ranges(batch: int, channels: int, pixels: int, fraction: int = 32) -> list[tuple[int, int]]:
+def _block_ranges(
+    batch: int, channels: int, pixels: int, fraction: int = 32, device: torch.device | None = None
+) -> list[tuple[int, int]]:
     # At most 1/fraction of the logits per block, so the block temporaries stay small next to small inputs too.
     elements = min(BLOCK_ELEMENTS, batch * channels * pixels // fraction)
+    if device is not None and device.type != "cpu":
+        # A GPU has no cache to fit and pays per launch: CUDA_BLOCKS blocks, their temporaries < 1x logits.
+        elements = max(elements, batch * channels * pixels // CUDA_BLOCKS)
     step = max(MIN_BLOCK_PIXELS, elements // max(batch * channels, 1))
     return [(start, min(start + step, pixels)) for start in range(0, pixels, step)]
 
@@ -315,7 +330,7 @@ class _FusedRegionStatistics(torch.autograd.Function):
             return tp, pred_mass, target_mass, target_max, ce
 
         run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
-        parts = run(logits.device, _block_ranges(batch, channels, pixels, fraction), sums)
+        parts = run(logits.device, _block_ranges(batch, channels, pixels, fraction, logits.device), sums)
         tp, pred_mass, target_mass, _, ce = (sum(values) for values in zip(*parts))
         if binary:
             target_max = (target_mass > 0).to(acc)
@@ -323,10 +338,7 @@ class _FusedRegionStatistics(torch.autograd.Function):
             target_max = torch.stack([part[3] for part in parts]).amax(0)
         ctx.save_for_backward(logits, dense, labels, weight)
         ctx.options = (activation, norm, with_ce)
-        ctx.mark_non_differentiable(target_max)
-        if not with_ce:
-            ctx.mark_non_differentiable(ce)
-        return tp, pred_mass - tp, target_mass - tp, target_max, ce
+        return statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, with_ce=with_ce)
 
     @staticmethod
     @once_differentiable
@@ -387,7 +399,7 @@ class _FusedRegionStatistics(torch.autograd.Function):
                     out.copy_(grad_z)
 
         run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
-        run(logits.device, _block_ranges(batch, channels, pixels, fraction), fill)
+        run(logits.device, _block_ranges(batch, channels, pixels, fraction, logits.device), fill)
         return grad, None, None, None, None, None, None
 
 
@@ -444,15 +456,12 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
             count = _label_counts(labels[:, part], None if weight is None else weight[:, :, part], channels, acc)
             return tp, pred_mass, ce, count
 
-        parts = _run_blocks(logits.device, _block_ranges(batch, channels, pixels), sums)
+        parts = _run_blocks(logits.device, _block_ranges(batch, channels, pixels, device=logits.device), sums)
         tp, pred_mass, ce, count = (sum(values) for values in zip(*parts))
         ctx.save_for_backward(logits, labels, weight)
         ctx.options = (norm, with_ce)
         target_max = (count > 0).to(acc)
-        ctx.mark_non_differentiable(target_max)
-        if not with_ce:
-            ctx.mark_non_differentiable(ce)
-        return tp, pred_mass - tp, count - tp, target_max, ce
+        return statistics_outputs(ctx, tp, pred_mass, count, target_max, ce, with_ce=with_ce)
 
     @staticmethod
     @once_differentiable
@@ -495,7 +504,7 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
                 if weight is not None:
                     out.mul_(weight[:, :, start:stop])
 
-        _run_blocks(logits.device, _block_ranges(batch, channels, pixels), fill)
+        _run_blocks(logits.device, _block_ranges(batch, channels, pixels, device=logits.device), fill)
         return grad, None, None, None, None
 
 
@@ -536,7 +545,7 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
                 )
             return tp, pred_mass, target_mass
 
-        ranges = _block_ranges(batch, channels, pixels, SIGMOID_BLOCK_FRACTION)
+        ranges = _block_ranges(batch, channels, pixels, SIGMOID_BLOCK_FRACTION, logits.device)
         parts = _run_inline(logits.device, ranges, sums)
         tp, pred_mass, target_mass = (sum(values) for values in zip(*parts))
         target_max = (target_mass > 0).to(acc)
@@ -584,7 +593,7 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
                 if not direct:
                     out.copy_(target)
 
-        _run_inline(logits.device, _block_ranges(batch, channels, pixels, SIGMOID_BLOCK_FRACTION), fill)
+        _run_inline(logits.device, _block_ranges(batch, channels, pixels, SIGMOID_BLOCK_FRACTION, logits.device), fill)
         return grad, None, None, None
 
 
