@@ -15,6 +15,7 @@ pytest.importorskip("triton")
 
 import softseg.kernels.fused as fused_module  # noqa: E402
 import softseg.kernels.triton_fused as triton_module  # noqa: E402
+import softseg  # noqa: E402
 from softseg import dice_ce_loss, dice_loss  # noqa: E402
 from softseg.kernels import fused_statistics  # noqa: E402
 from softseg.kernels.triton_fused import TritonRegionStatistics, triton_applies, triton_available  # noqa: E402
@@ -211,8 +212,86 @@ def test_switch_and_applicability(monkeypatch):
 def test_cuda_dispatch_takes_triton(monkeypatch):
     monkeypatch.undo()
     calls = []
-    original = TritonRegionStatistics.apply
-    monkeypatch.setattr(TritonRegionStatistics, "apply", lambda *args: calls.append(1) or original(*args))
+    for function in (TritonRegionStatistics, triton_module.TritonRegionLoss):
+        original = function.apply
+        monkeypatch.setattr(function, "apply", lambda *args, f=original, n=function.__name__: calls.append(n) or f(*args))
     logits = torch.randn(2, 3, 8, 8, device="cuda", requires_grad=True)
-    dice_loss(logits, torch.randint(0, 3, (2, 8, 8), device="cuda")).backward()
-    assert calls and logits.grad is not None
+    labels = torch.randint(0, 3, (2, 8, 8), device="cuda")
+    dice_loss(logits, labels).backward()  # the whole loss in the kernels
+    softseg.logit_statistics(logits, labels).tp.sum().backward()  # the statistics alone
+    dice_loss(logits, labels, reduction="none").sum().backward()  # statistics in the kernels, torch tail
+    assert calls == ["TritonRegionLoss", "TritonRegionStatistics", "TritonRegionStatistics"]
+
+
+# ---------------------------------------------------------------- the whole loss in the kernels
+
+
+LOSS_OPTIONS = [
+    {},
+    {"aggregation": "image"},
+    {"aggregation": "class", "active_classes": "present"},
+    {"aggregation": {"image": 0.5, "class": 0.5}, "weight": [1.0, 2.0, 0.5, 1.0]},
+    {"active_classes": "present", "presence_threshold": 0.5, "reduction": "sum"},
+    {"include_background": False, "weight": [2.0, 1.0, 0.5], "aggregation": "image"},
+    {"gamma": 0.5, "smooth": 1.0},
+    {"gamma": 2.0, "log_loss": True, "aggregation": "class"},
+    {"alpha": 0.3, "beta": 0.7, "norm": 2},
+]
+
+
+def _loss_both_ways(loss, logits, target, options, monkeypatch):
+    """(value, gradient) with the whole loss in the kernels, and with the kernels' statistics + torch tail."""
+    results = []
+    calls = []
+    original = triton_module.TritonRegionLoss.apply
+    monkeypatch.setattr(triton_module.TritonRegionLoss, "apply", lambda *args: calls.append(1) or original(*args))
+    for whole in (True, False):
+        monkeypatch.setattr(triton_module, "MAX_TAIL_ENTRIES", 1 << 14 if whole else 0)
+        z = logits.clone().requires_grad_()
+        value = loss(z, target, **options)
+        (value * 1.7).backward()  # an upstream gradient other than 1
+        results.append((value, z.grad))
+    assert len(calls) == 1  # the first way took the whole-loss kernels, the second did not
+    return results
+
+
+@pytest.mark.parametrize("options", LOSS_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("kind", ["index_ignore", "dense_pixel_mask"])
+def test_whole_loss_equals_statistics_and_torch_tail(options, kind, monkeypatch):
+    from softseg import tversky_loss
+
+    logits = (torch.randn(3, 4, 70, generator=torch.Generator().manual_seed(12)) * 2).to(DEVICE)
+    target, target_options = _targets(kind, 3, 4, 70)
+    options = dict(options, **target_options)
+    options.setdefault("alpha", 0.5)
+    options.setdefault("beta", 0.5)
+    (fast, fast_grad), (tail, tail_grad) = _loss_both_ways(tversky_loss, logits, target, options, monkeypatch)
+    assert fast.dtype == torch.float32 and fast.shape == ()
+    torch.testing.assert_close(fast, tail, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_grad, tail_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{}, {"lambda_ce": 0.3, "aggregation": "image"}, {"lambda_region": 0.0}])
+@pytest.mark.parametrize("kind", ["index_ignore", "dense_pixel_mask"])
+def test_whole_compound_loss_equals_statistics_and_torch_tail(options, kind, monkeypatch):
+    logits = torch.randn(2, 3, 60, generator=torch.Generator().manual_seed(13)).to(DEVICE)
+    target, target_options = _targets(kind, 2, 3, 60)
+    (fast, fast_grad), (tail, tail_grad) = _loss_both_ways(
+        dice_ce_loss, logits, target, dict(options, **target_options), monkeypatch
+    )
+    torch.testing.assert_close(fast, tail, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_grad, tail_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_whole_loss_sigmoid_binary_and_empty_mask(monkeypatch):
+    logits = torch.randn(2, 1, 80, generator=torch.Generator().manual_seed(14)).to(DEVICE)
+    labels = torch.randint(0, 2, (2, 80), generator=torch.Generator().manual_seed(15)).to(DEVICE)
+    (fast, fast_grad), (tail, tail_grad) = _loss_both_ways(
+        dice_loss, logits, labels, {"activation": "sigmoid", "aggregation": "image"}, monkeypatch
+    )
+    torch.testing.assert_close(fast, tail, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_grad, tail_grad, rtol=1e-4, atol=1e-6)
+    empty = torch.zeros(2, 80, dtype=torch.bool, device=DEVICE)
+    (fast, fast_grad), (tail, _) = _loss_both_ways(dice_ce_loss, logits.expand(2, 2, 80).contiguous(), labels,
+                                                   {"mask": empty}, monkeypatch)
+    assert float(fast.detach()) == 0.0 == float(tail.detach()) and bool((fast_grad == 0).all())

@@ -7,6 +7,8 @@ from torch import Tensor
 
 from softseg.statistics import RegionStatistics
 
+LOG_EPS = 1e-7  # floor of T inside -log T (log_loss), so a prediction with no overlap gives a finite loss
+
 
 def tversky_index(
     stats: RegionStatistics,

@@ -71,6 +71,32 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def checked_statistics_arguments(
+    input: object, target: object, *, norm: object, ignore_index: object, mask: object
+) -> tuple[Tensor, str, Tensor | None]:
+    """The checks shared by the statistics functions: (input, target kind, mask with a channel dim).
+
+    Convention:
+        Raises the ``TypeError``/``ValueError`` of :func:`region_statistics` for a bad ``input``,
+        ``target``, ``norm``, ``ignore_index`` (index targets only) or ``mask``.
+
+    Example:
+        >>> _, kind, mask = checked_statistics_arguments(torch.rand(1, 2, 3), torch.tensor([[0, 1, 1]]),
+        ...                                              norm=1, ignore_index=None, mask=None)
+        >>> kind, mask
+        ('index', None)
+    """
+    input = check_input(input)
+    if isinstance(norm, bool) or norm not in (1, 2):
+        raise ValueError(f"norm must be 1 or 2; got {norm!r}")
+    kind = target_kind(input, target)
+    if ignore_index is not None and kind == "dense":
+        raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
+    check_ignore_index(ignore_index)
+    mask = None if mask is None else check_mask(mask, input)
+    return input, kind, mask
+
+
 def region_statistics(
     probs: Tensor,
     target: Tensor,
@@ -115,14 +141,7 @@ def region_statistics(
         >>> region_statistics(probs2, labels).tp
         tensor([[0.9000, 1.4000]])
     """
-    probs = check_input(probs)
-    if isinstance(norm, bool) or norm not in (1, 2):
-        raise ValueError(f"norm must be 1 or 2; got {norm!r}")
-    kind = target_kind(probs, target)
-    if ignore_index is not None and kind == "dense":
-        raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
-    check_ignore_index(ignore_index)
-    mask = None if mask is None else check_mask(mask, probs)
+    probs, kind, mask = checked_statistics_arguments(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
     if kind == "index":
         return _index_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
     check_unit_interval("target", target)

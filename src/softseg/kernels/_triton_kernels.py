@@ -158,3 +158,106 @@ def statistics_backward(
         else:
             grad_z += coef_g * m * (p - y)
     tl.store(grad_ptr + offsets, grad_z.to(grad_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def region_loss_tail(
+    sums_ptr, class_weight_ptr, count_ptr, loss_ptr, coef_ptr,
+    batch, channels, first, alpha, beta, smooth, gamma, threshold, log_eps, mix, lambda_ce,
+    LEVEL: tl.constexpr, PRESENT: tl.constexpr, HAS_WEIGHT: tl.constexpr, LOG_LOSS: tl.constexpr,
+    POWER: tl.constexpr, SUM: tl.constexpr, WITH_CE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """One aggregation level of the Tversky-family loss from the summed statistics, in one program.
+
+    ``sums`` (5, B, C): tp, prediction mass, target mass, target max, cross-entropy sums. Adds
+    ``mix`` x the level's value to ``loss`` (and, with ``WITH_CE``, lambda_ce x sum(ce) / count) and
+    the matching d loss / d (fp, tp - fp - fn, ce) to ``coef`` (3, B, C), so that the statistics'
+    backward kernel takes them as they are. ``LEVEL``: 0 global, 1 image, 2 class; classes below
+    ``first`` are not scored (include_background=False). Same formulas as softseg.scores and
+    softseg.aggregation: T = (tp + s) / (tp + alpha fp + beta fn + s), 1 where the denominator is 0;
+    1 - T or -log max(T, eps); to the power gamma (0 where not positive); weighted means over active
+    entries, 0 where nothing is averaged.
+    """
+    b = tl.arange(0, BLOCK_B)[:, None]
+    c = tl.arange(0, BLOCK_C)[None, :]
+    in_range = (b < batch) & (c < channels)
+    scored_class = (c < channels) & (c >= first)
+    offsets = b * channels + c
+    plane = batch * channels
+    tp = tl.load(sums_ptr + offsets, mask=in_range, other=0.0)
+    fp = tl.load(sums_ptr + plane + offsets, mask=in_range, other=0.0) - tp
+    fn = tl.load(sums_ptr + 2 * plane + offsets, mask=in_range, other=0.0) - tp
+    target_max = tl.load(sums_ptr + 3 * plane + offsets, mask=in_range, other=0.0)
+    if LEVEL == 0:  # pooled over the batch: one entry per class
+        tp = tl.sum(tp, axis=0)[None, :]
+        fp = tl.sum(fp, axis=0)[None, :]
+        fn = tl.sum(fn, axis=0)[None, :]
+        target_max = tl.max(target_max, axis=0)[None, :]
+        scored = scored_class
+    else:
+        scored = scored_class & (b < batch)
+    numerator = tp + smooth
+    denominator = tp + alpha * fp + beta * fn + smooth
+    nonzero = denominator != 0
+    safe = tl.where(nonzero, denominator, 1.0)
+    index = tl.where(nonzero, numerator / safe, 1.0)
+    if LOG_LOSS:
+        base = -tl.log(tl.maximum(index, log_eps))
+        d_base = tl.where(index >= log_eps, -1.0 / index, 0.0)
+    else:
+        base = 1.0 - index
+        d_base = index * 0.0 - 1.0
+    if POWER:
+        positive = base > 0
+        log_base = tl.log(tl.where(positive, base, 1.0))
+        loss = tl.where(positive, tl.exp(gamma * log_base), 0.0)
+        d_base = d_base * tl.where(positive, gamma * tl.exp((gamma - 1.0) * log_base), 0.0)
+    else:
+        loss = base
+    active = tl.where(scored, 1.0, 0.0)
+    if PRESENT:
+        active = tl.where(target_max > threshold, active, 0.0)
+    if HAS_WEIGHT:
+        class_weight = tl.load(class_weight_ptr + (c - first), mask=scored_class, other=0.0)
+    else:
+        class_weight = tl.where(scored_class, 1.0, 0.0)
+    counts = active * class_weight
+    # value = sum(k L) over entries, k the level's averaging coefficients (0 where nothing is averaged)
+    if SUM:
+        k = counts
+    elif LEVEL == 0:
+        total = tl.sum(counts)
+        k = tl.where(total > 0, counts / tl.where(total > 0, total, 1.0), 0.0)
+    elif LEVEL == 1:
+        per_image = tl.sum(counts, axis=1)[:, None]
+        counted = tl.where((per_image > 0) & (b < batch), 1.0, 0.0)
+        images = tl.sum(counted)
+        k = tl.where(per_image > 0, counts / tl.where(per_image > 0, per_image, 1.0), 0.0)
+        k = k * counted / tl.where(images > 0, images, 1.0)
+    else:
+        per_class = tl.sum(active, axis=0)[None, :]
+        counted = tl.where(per_class > 0, class_weight, 0.0)
+        classes = tl.sum(counted)
+        k = tl.where(per_class > 0, active / tl.where(per_class > 0, per_class, 1.0), 0.0)
+        k = k * counted / tl.where(classes > 0, classes, 1.0)
+    k = k * mix
+    value = tl.sum(k * loss)
+    # d loss / d (tp, fp, fn) through T = N / D: dT/dtp = (D - N) / D^2, dT/dfp = -alpha N / D^2, dT/dfn = -beta N / D^2
+    g_index = k * d_base / (safe * safe)
+    g_index = tl.where(nonzero, g_index, 0.0)
+    g_tp = g_index * (denominator - numerator)
+    g_fp = -alpha * g_index * numerator
+    g_fn = -beta * g_index * numerator
+    coef_a = g_fp + tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32)  # a global entry serves every image
+    coef_b = g_tp - g_fp - g_fn + tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32)
+    tl.store(coef_ptr + offsets, tl.load(coef_ptr + offsets, mask=in_range, other=0.0) + coef_a, mask=in_range)
+    tl.store(coef_ptr + plane + offsets, tl.load(coef_ptr + plane + offsets, mask=in_range, other=0.0) + coef_b,
+             mask=in_range)
+    if WITH_CE:
+        ce = tl.load(sums_ptr + 4 * plane + offsets, mask=in_range, other=0.0)
+        count = tl.load(count_ptr)
+        ce_scale = tl.where(count > 0, lambda_ce / tl.where(count > 0, count, 1.0), 0.0)
+        value += ce_scale * tl.sum(ce)
+        tl.store(coef_ptr + 2 * plane + offsets, ce_scale + tl.zeros([BLOCK_B, BLOCK_C], dtype=tl.float32),
+                 mask=in_range)
+    tl.store(loss_ptr, tl.load(loss_ptr) + value)

@@ -35,20 +35,22 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from softseg._checks import (
-    ACTIVATIONS,
-    check_choice,
-    check_ignore_index,
-    check_input,
-    check_labels,
-    check_mask,
-    check_unit_interval,
-    target_kind,
-    value_checks_enabled,
-)
+from softseg._checks import ACTIVATIONS, check_choice, check_labels, check_unit_interval, value_checks_enabled
 from softseg.activation import activate
-from softseg.kernels.triton_fused import TritonRegionStatistics, statistics_outputs, triton_applies
-from softseg.statistics import RegionStatistics, accumulation_dtype, region_statistics
+from softseg.kernels.triton_fused import (
+    RegionLossOptions,
+    TritonRegionLoss,
+    TritonRegionStatistics,
+    statistics_outputs,
+    tail_applies,
+    triton_applies,
+)
+from softseg.statistics import (
+    RegionStatistics,
+    accumulation_dtype,
+    checked_statistics_arguments,
+    region_statistics,
+)
 
 BLOCK_ELEMENTS = 1 << 19  # (B, C, pixels) elements per block: 2 MiB in float32, stays in the L2/L3 cache
 MIN_BLOCK_PIXELS = 256  # at least this many pixels per block, so per-op overhead stays small for large B * C
@@ -122,17 +124,7 @@ def fused_statistics(
         >>> ce.sum() / 3                      # mean over the 3 pixels: F.cross_entropy(logits, labels)
         tensor(0.2794)
     """
-    input = check_input(input)
-    check_choice("activation", activation, ACTIVATIONS)
-    if isinstance(norm, bool) or norm not in (1, 2):
-        raise ValueError(f"norm must be 1 or 2; got {norm!r}")
-    if not isinstance(cross_entropy, bool):
-        raise TypeError(f"cross_entropy must be a bool; got {type(cross_entropy).__name__}")
-    kind = target_kind(input, target)
-    if ignore_index is not None and kind == "dense":
-        raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
-    check_ignore_index(ignore_index)
-    mask = None if mask is None else check_mask(mask, input)
+    input, kind, mask = _validated(input, target, activation, norm, ignore_index, mask, cross_entropy)
     if not _fused_path_applies(input, target, activation=activation, kind=kind, mask=mask):
         return _reference_statistics(
             input,
@@ -144,17 +136,7 @@ def fused_statistics(
             mask=mask,
             cross_entropy=cross_entropy,
         )
-
-    batch, channels = input.shape[:2]
-    pixels = math.prod(input.shape[2:])
-    logits = input.reshape(batch, channels, pixels)
-    if kind == "index":
-        labels, weight = _index_labels(target, channels, ignore_index=ignore_index, mask=mask)
-        dense = None
-    else:
-        check_unit_interval("target", target)
-        labels, dense = None, target.reshape(batch, channels, pixels)
-        weight = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
+    logits, labels, dense, weight = _flat_inputs(input, target, kind, ignore_index=ignore_index, mask=mask)
     if triton_applies(logits):
         tp, fp, fn, target_max, ce = TritonRegionStatistics.apply(
             logits, labels, dense, weight, activation, norm, cross_entropy
@@ -169,6 +151,78 @@ def fused_statistics(
             logits, dense, labels, weight, activation, norm, cross_entropy
         )
     return RegionStatistics(tp, fp, fn, target_max), (ce if cross_entropy else None)
+
+
+def fused_region_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    activation: str,
+    norm: int,
+    ignore_index: int | None,
+    mask: Tensor | None,
+    options: RegionLossOptions,
+    ce_count: Tensor | None = None,
+) -> Tensor | None:
+    r"""The whole Tversky-family loss in the Triton kernels (:class:`TritonRegionLoss`), or None where they don't apply.
+
+    .. math::
+
+        L = \lambda_{region}\, \mathrm{aggregate}\big((1 - T)^\gamma\big) + \lambda_{ce}\, \overline{CE}
+
+    Convention:
+        - Arguments as in :func:`fused_statistics`; ``options``: the loss's validated options
+          (:class:`~softseg.kernels.triton_fused.RegionLossOptions`); ``ce_count``: the cross-entropy's
+          number of counted terms when ``options.lambda_ce`` is not 0.
+        - Returns the scalar loss (float32) when the Triton kernels take the input (CUDA, Triton, see
+          :func:`~softseg.kernels.triton_fused.triton_applies`) and the (B, C) tail fits one program;
+          otherwise None, and the caller runs :func:`fused_statistics` and the torch tail (same values).
+
+    Example:
+        >>> from softseg.kernels.triton_fused import RegionLossOptions
+        >>> options = RegionLossOptions(alpha=0.5, beta=0.5, smooth=0.0, gamma=1.0, log_loss=False,
+        ...     levels=(("global", 1.0),), first_class=0, class_weight=None, present=False, threshold=0.01,
+        ...     sum_reduction=False)
+        >>> logits, labels = torch.zeros(1, 2, 4), torch.tensor([[0, 1, 1, 0]])
+        >>> fused_region_loss(logits, labels, activation="softmax", norm=1, ignore_index=None, mask=None,
+        ...                   options=options) is None          # CPU tensors: the torch path computes it
+        True
+    """
+    with_ce = options.lambda_ce != 0
+    input, kind, mask = _validated(input, target, activation, norm, ignore_index, mask, with_ce)
+    if not (
+        _fused_path_applies(input, target, activation=activation, kind=kind, mask=mask)
+        and triton_applies(input)
+        and tail_applies(input.shape[0], input.shape[1])
+    ):
+        return None
+    logits, labels, dense, weight = _flat_inputs(input, target, kind, ignore_index=ignore_index, mask=mask)
+    return TritonRegionLoss.apply(logits, labels, dense, weight, activation, norm, options, ce_count)
+
+
+def _validated(
+    input: Tensor, target: Tensor, activation: str, norm: int, ignore_index: int | None, mask, cross_entropy: bool
+) -> tuple[Tensor, str, Tensor | None]:
+    """Checked arguments of the fused functions: the input, the target kind and the mask with a channel dim."""
+    check_choice("activation", activation, ACTIVATIONS)
+    if not isinstance(cross_entropy, bool):
+        raise TypeError(f"cross_entropy must be a bool; got {type(cross_entropy).__name__}")
+    return checked_statistics_arguments(input, target, norm=norm, ignore_index=ignore_index, mask=mask)
+
+
+def _flat_inputs(
+    input: Tensor, target: Tensor, kind: str, *, ignore_index: int | None, mask: Tensor | None
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """(B, C, N) logits, and the labels (B, N) or the dense target (B, C, N), and the pixel weight."""
+    batch, channels = input.shape[:2]
+    pixels = math.prod(input.shape[2:])
+    logits = input.reshape(batch, channels, pixels)
+    if kind == "index":
+        labels, weight = _index_labels(target, channels, ignore_index=ignore_index, mask=mask)
+        return logits, labels, None, weight
+    check_unit_interval("target", target)
+    weight = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
+    return logits, None, target.reshape(batch, channels, pixels), weight
 
 
 def _index_labels(

@@ -9,16 +9,24 @@ Why a kernel: on a GPU the block path is many small launches and each block's te
 device memory; here one program holds a tile of (all classes) x (``BLOCK_N`` pixels) in registers, so the
 softmax, the overlap terms and the gradient never leave the chip. Forward writes per-program partial sums
 that torch adds up in a fixed order (deterministic, no atomics); backward recomputes the activation.
+
+:class:`TritonRegionLoss` goes one step further for the losses (:func:`softseg.kernels.fused.fused_region_loss`):
+a one-program kernel turns the (B, C) sums into the aggregated loss and the backward's coefficients, so a
+loss step issues a dozen host operations instead of ~50 (on a GPU at common sizes the host, not the
+kernels, bounds the step).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from softseg.scores import LOG_EPS
 
 MAX_CHANNELS = 256  # classes held in one program's registers; more take the torch block path
 TILE_ELEMENTS = 4096  # classes x pixels per program (BLOCK_C * BLOCK_N)
@@ -59,12 +67,13 @@ def triton_available() -> bool:
 
 def triton_applies(logits: Tensor) -> bool:
     """Whether the (B, C, N) ``logits`` take the Triton kernels: CUDA, float32/16/bf16, C <= MAX_CHANNELS."""
-    batch, channels = logits.shape[:2]
     return (
-        logits.is_cuda
+        isinstance(logits, Tensor)  # called before validation too: anything else is for the checks to reject
+        and logits.is_cuda
         and logits.dtype in _DTYPES
-        and channels <= MAX_CHANNELS
-        and batch <= _MAX_GRID_Y
+        and logits.ndim >= 2
+        and logits.shape[1] <= MAX_CHANNELS
+        and logits.shape[0] <= _MAX_GRID_Y
         and triton_available()
     )
 
@@ -110,6 +119,28 @@ def _forward_split(tiles: int, batch: int) -> tuple[int, int]:
     return -(-tiles // per_program), per_program
 
 
+def _forward_sums(logits, labels, dense, weight, activation, norm, with_ce):
+    """Run the forward kernel: the contiguous logits, dense target and uint8 weight, and the (5, B, C) sums
+    tp, prediction mass, target mass, target max, cross-entropy (zeros without it)."""
+    logits = logits.contiguous()
+    dense = None if dense is None else dense.contiguous()
+    weight = None if weight is None else weight.contiguous().view(torch.uint8)
+    batch, channels, pixels = logits.shape
+    pointers, weight_strides, flags, tiles = _launch_options(logits, labels, dense, weight, activation, norm, with_ce)
+    programs, per_program = _forward_split(tiles, batch)
+    partial = torch.empty(5, batch, channels, programs, dtype=torch.float32, device=logits.device)
+    _kernels().statistics_forward[(programs, batch)](
+        *pointers, partial, batch * channels * programs, channels, pixels, programs, per_program,
+        *weight_strides, **flags,
+    )
+    sums = partial.sum(-1)  # a fixed order: no atomics, deterministic
+    if labels is not None:
+        sums[3] = sums[2] > 0  # target max of 0/1 labels: present or not
+    else:
+        sums[3] = partial[3].amax(-1)
+    return logits, dense, weight, sums
+
+
 def statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, *, with_ce: bool) -> tuple[Tensor, ...]:
     """The outputs of a fused forward, (tp, fp, fn, target_max, ce); marks what has no gradient."""
     ctx.mark_non_differentiable(target_max)
@@ -144,23 +175,8 @@ class TritonRegionStatistics(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, dense, weight, activation, norm, with_ce):
-        kernels = _kernels()
-        logits = logits.contiguous()
-        dense = None if dense is None else dense.contiguous()
-        weight = None if weight is None else weight.contiguous().view(torch.uint8)
-        batch, channels, pixels = logits.shape
-        pointers, weight_strides, flags, tiles = _launch_options(logits, labels, dense, weight, activation, norm, with_ce)
-        programs, per_program = _forward_split(tiles, batch)
-        partial = torch.empty(5, batch, channels, programs, dtype=torch.float32, device=logits.device)
-        kernels.statistics_forward[(programs, batch)](
-            *pointers, partial, batch * channels * programs, channels, pixels, programs, per_program,
-            *weight_strides, **flags,
-        )
-        tp, pred_mass, target_mass, _, ce = partial.sum(-1)  # a fixed order: no atomics, deterministic
-        if labels is not None:
-            target_max = (target_mass > 0).to(torch.float32)
-        else:
-            target_max = partial[3].amax(-1)
+        logits, dense, weight, sums = _forward_sums(logits, labels, dense, weight, activation, norm, with_ce)
+        tp, pred_mass, target_mass, target_max, ce = sums
         ctx.save_for_backward(logits, labels, dense, weight)
         ctx.options = (activation, norm, with_ce)
         return statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, with_ce=with_ce)
@@ -181,3 +197,123 @@ class TritonRegionStatistics(torch.autograd.Function):
             *pointers, coef, grad, batch * channels, channels, pixels, *weight_strides, **flags
         )
         return grad, None, None, None, None, None, None
+
+
+MAX_TAIL_ENTRIES = 1 << 14  # (images x classes) the one-program loss tail handles; more take the torch tail
+
+
+@dataclass(frozen=True)
+class RegionLossOptions:
+    r"""The validated options of a Tversky-family loss (and of its cross-entropy term), for :class:`TritonRegionLoss`.
+
+    .. math::
+
+        L = \lambda_{region} \sum_{level} mix_{level}\, \mathrm{aggregate}_{level}\big((1 - T)^\gamma\big)
+            + \lambda_{ce}\, \frac{\sum CE}{n_{counted}}
+
+    Convention:
+        ``levels``: ((level, mix), ...) from :func:`softseg.aggregation.parse_aggregation`; ``first_class``
+        1 drops class 0 (include_background=False); ``class_weight``: float32 tensor of the scored
+        classes on the logits' device, or None; ``present``: active classes "present" with
+        ``threshold``; ``sum_reduction``: reduction "sum" instead of "mean". ``lambda_ce`` 0 means no
+        cross-entropy term.
+
+    Example:
+        >>> RegionLossOptions(alpha=0.5, beta=0.5, smooth=0.0, gamma=1.0, log_loss=False, levels=(("global", 1.0),),
+        ...                   first_class=0, class_weight=None, present=False, threshold=0.01,
+        ...                   sum_reduction=False).lambda_region
+        1.0
+    """
+
+    alpha: float
+    beta: float
+    smooth: float
+    gamma: float
+    log_loss: bool
+    levels: tuple
+    first_class: int
+    class_weight: Tensor | None
+    present: bool
+    threshold: float
+    sum_reduction: bool
+    lambda_region: float = 1.0
+    lambda_ce: float = 0.0
+
+
+_LEVELS = {"global": 0, "image": 1, "class": 2}
+
+
+def tail_applies(batch: int, channels: int) -> bool:
+    """Whether the one-program loss tail takes (batch x channels) statistics."""
+    return _block(batch) * _block(channels) <= MAX_TAIL_ENTRIES
+
+
+def _block(size: int) -> int:
+    return max(2, 1 << (max(size, 1) - 1).bit_length())
+
+
+class TritonRegionLoss(torch.autograd.Function):
+    r"""A whole Tversky-family loss (and optional cross-entropy mean) from the logits, in three kernel launches.
+
+    Statistics kernel, then :func:`~softseg.kernels._triton_kernels.region_loss_tail` (one program per
+    aggregation level) turns the (B, C) sums into the loss and, at the same time, into the coefficients
+    dL/d(fp, tp - fp - fn, ce) that the backward kernel needs; backward scales them by the upstream
+    gradient and launches the backward kernel. So a step issues a handful of host operations instead of
+    the ~50 small tensor ops of statistics -> aggregation and their autograd nodes (what bounds a loss
+    step on a GPU at common sizes, benchmarks/README.md).
+
+    .. math::
+
+        L = \lambda_{region}\, \mathrm{aggregate}\Big(\big(1 - \tfrac{tp + s}{tp + \alpha fp + \beta fn + s}\big)^\gamma\Big)
+            + \lambda_{ce}\, \overline{CE}
+
+    Convention:
+        - ``logits``, ``labels``, ``dense``, ``weight``, ``activation``, ``norm`` as in
+          :class:`TritonRegionStatistics`; ``options``: :class:`RegionLossOptions`; ``ce_count``: 0-d
+          float32 tensor, the cross-entropy's number of counted terms (None without a CE term).
+        - Returns the float32 scalar loss; values and gradients equal the torch path (statistics ->
+          :func:`softseg.losses.region.loss_from_statistics`) to float32 rounding. Differentiable once.
+
+    Example:
+        >>> TritonRegionLoss.__name__            # used by the losses on CUDA when Triton applies
+        'TritonRegionLoss'
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, dense, weight, activation, norm, options, ce_count):
+        kernels = _kernels()
+        with_ce = options.lambda_ce != 0
+        logits, dense, weight, sums = _forward_sums(logits, labels, dense, weight, activation, norm, with_ce)
+        ctx.save_for_backward(logits, labels, dense, weight)
+        ctx.options = (activation, norm, with_ce)
+        batch, channels = sums.shape[1:]
+        loss = torch.zeros(1, dtype=torch.float32, device=logits.device)
+        coef = torch.zeros(3, batch, channels, dtype=torch.float32, device=logits.device)
+        class_weight = options.class_weight
+        for position, (level, mix) in enumerate(options.levels):
+            kernels.region_loss_tail[(1,)](
+                sums, sums if class_weight is None else class_weight, sums if ce_count is None else ce_count,
+                loss, coef, batch, channels, options.first_class, options.alpha, options.beta, options.smooth,
+                options.gamma, options.threshold, LOG_EPS, mix * options.lambda_region, options.lambda_ce,
+                LEVEL=_LEVELS[level], PRESENT=options.present, HAS_WEIGHT=class_weight is not None,
+                LOG_LOSS=options.log_loss, POWER=options.gamma != 1, SUM=options.sum_reduction,
+                WITH_CE=with_ce and position == 0, BLOCK_B=_block(batch), BLOCK_C=_block(channels),
+            )
+        ctx.coef = coef
+        return loss[0]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 8
+        logits, labels, dense, weight = ctx.saved_tensors
+        activation, norm, with_ce = ctx.options
+        batch = logits.shape[0]
+        coef = (ctx.coef * grad_loss.to(torch.float32)).contiguous()
+        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        pointers, weight_strides, flags, tiles = _launch_options(logits, labels, dense, weight, activation, norm, with_ce)
+        _kernels().statistics_backward[(tiles, batch)](
+            *pointers, coef, grad, batch * logits.shape[1], logits.shape[1], logits.shape[2], *weight_strides, **flags
+        )
+        return grad, None, None, None, None, None, None, None

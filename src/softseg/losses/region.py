@@ -28,11 +28,12 @@ from softseg._checks import (
 from softseg.activation import Activation
 from softseg.aggregation import Aggregation, aggregate, parse_aggregation
 from softseg.distributed import check_distributed_options, sync_statistics
+from softseg.kernels import fused as fused_kernels
+from softseg.kernels.triton_fused import RegionLossOptions
 from softseg.losses._module import FunctionalLoss
-from softseg.scores import power, tversky_index
+from softseg.scores import LOG_EPS, power, tversky_index
 from softseg.statistics import RegionStatistics, logit_statistics
 
-LOG_EPS = 1e-7  # floor of T inside -log T, so a prediction with no overlap gives a finite loss
 
 
 def tversky_loss(
@@ -79,6 +80,9 @@ def tversky_loss(
         - Ignored pixels: ``ignore_index`` (index targets) and ``mask`` (bool, True = counts; (B, \*spatial),
           (B, 1, \*spatial) or (B, C, \*spatial)) remove pixels from every sum.
         - Sums run in float32 (float64 for float64 input); float16 and bfloat16 inputs are fine.
+        - Device: on CUDA with Triton the whole loss runs in Triton kernels
+          (:class:`softseg.kernels.triton_fused.TritonRegionLoss`; not for ``reduction="none"`` or
+          ``distributed=True``, which take the kernels' statistics and the torch tail); same values.
         - ``aggregation``: ``"global"`` (default: sums over batch and pixels, one score per class),
           ``"image"``, ``"class"`` or a mix such as ``{"image": 0.5, "class": 0.5}``; see
           :func:`softseg.aggregation.aggregate`. ``active_classes`` ``"all"`` (default) or ``"present"``
@@ -123,6 +127,17 @@ def tversky_loss(
         distributed=distributed,
         process_group=process_group,
     )
+    options = _triton_loss_options(
+        input, alpha=alpha, beta=beta, smooth=smooth, gamma=gamma, log_loss=log_loss, weight=weight,
+        include_background=include_background, aggregation=aggregation, active_classes=active_classes,
+        presence_threshold=presence_threshold, reduction=reduction, distributed=distributed,
+    )
+    if options is not None:  # on CUDA: the whole loss in three kernel launches, when the kernels apply
+        loss = fused_kernels.fused_region_loss(
+            input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask, options=options
+        )
+        if loss is not None:
+            return loss
     # Fused from the logits (same values and gradients as activate + region_statistics, less time and memory).
     stats = logit_statistics(
         input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask
@@ -142,6 +157,44 @@ def tversky_loss(
         reduction=reduction,
         distributed=distributed,
         process_group=process_group,
+    )
+
+
+def _triton_loss_options(
+    input: Tensor,
+    *,
+    alpha: float,
+    beta: float,
+    smooth: float,
+    gamma: float,
+    log_loss: bool,
+    weight: Tensor | Sequence[float] | None,
+    include_background: bool,
+    aggregation: Aggregation,
+    active_classes: str,
+    presence_threshold: float,
+    reduction: str,
+    distributed: bool,
+    lambda_region: float = 1.0,
+    lambda_ce: float = 0.0,
+) -> RegionLossOptions | None:
+    """The options for :func:`softseg.kernels.fused.fused_region_loss`, or None where only the torch tail applies.
+
+    None where the Triton kernels don't take the input (off CUDA, so no check runs twice there), for
+    ``reduction="none"``, ``distributed=True`` (the statistics are summed over ranks between the two
+    halves) and a single channel without background.
+    """
+    if not fused_kernels.triton_applies(input) or reduction == "none" or distributed or (not include_background and input.shape[1] < 2):
+        return None
+    first_class = 0 if include_background else 1
+    class_weight = check_weight(weight, input.shape[1] - first_class, include_background=include_background)
+    if class_weight is not None:
+        class_weight = class_weight.to(device=input.device, dtype=torch.float32).contiguous()
+    return RegionLossOptions(
+        alpha=alpha, beta=beta, smooth=smooth, gamma=gamma, log_loss=log_loss,
+        levels=tuple(parse_aggregation(aggregation).items()), first_class=first_class,
+        class_weight=class_weight, present=active_classes == "present", threshold=presence_threshold,
+        sum_reduction=reduction == "sum", lambda_region=lambda_region, lambda_ce=lambda_ce,
     )
 
 
