@@ -295,3 +295,13 @@ def test_whole_loss_sigmoid_binary_and_empty_mask(monkeypatch):
     (fast, fast_grad), (tail, _) = _loss_both_ways(dice_ce_loss, logits.expand(2, 2, 80).contiguous(), labels,
                                                    {"mask": empty}, monkeypatch)
     assert float(fast.detach()) == 0.0 == float(tail.detach()) and bool((fast_grad == 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_whole_loss_half_precision(dtype, monkeypatch):
+    logits = torch.randn(2, 4, 90, generator=torch.Generator().manual_seed(16)).to(DEVICE, dtype)
+    labels, options = _targets("index_ignore", 2, 4, 90)
+    (fast, fast_grad), (tail, tail_grad) = _loss_both_ways(dice_ce_loss, logits, labels, options, monkeypatch)
+    assert fast.dtype == tail.dtype == torch.float32 and fast_grad.dtype == dtype
+    torch.testing.assert_close(fast, tail, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast_grad.float(), tail_grad.float(), rtol=1e-2, atol=1e-4)
