@@ -391,3 +391,17 @@ def test_value_checks_switch_call_and_block():
         softseg.set_value_checks(True)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         softseg.dice_loss(logits, torch.full((1, 2, 2), 1.5))
+
+
+def test_weight_values_are_checked_once_per_tensor_version():
+    logits, labels = torch.randn(1, 3, 4), torch.tensor([[0, 1, 2, 1]])
+    weight = torch.tensor([1.0, 2.0, 0.5])
+    softseg.dice_loss(logits, labels, weight=weight)
+    with _RecordOps() as again:
+        softseg.dice_loss(logits, labels, weight=weight)
+    assert "isfinite" not in again.names  # the same, unchanged tensor: not checked again
+    weight[1] = -1.0  # an in-place write bumps the version: checked again
+    with pytest.raises(ValueError, match="weight must hold finite non-negative values"):
+        softseg.dice_loss(logits, labels, weight=weight)
+    with pytest.raises(ValueError, match="weight must hold finite non-negative values"):
+        softseg.DiceLoss(weight=[1.0, float("nan"), 1.0])

@@ -236,6 +236,23 @@ def check_weight(weight: object, num_classes: int | None, *, include_background:
     if num_classes is not None and tensor.shape[0] != num_classes:
         note = " (include_background=False: leave out class 0)" if not include_background else ""
         raise ValueError(f"weight must have one value per scored class, {num_classes}{note}; got {tensor.shape[0]}")
-    if not _skip_value_checks() and (not bool(torch.isfinite(tensor).all()) or bool((tensor < 0).any())):
-        raise ValueError(f"weight must hold finite non-negative values; got {tensor.tolist()}")
+    if not _skip_value_checks() and not _checked_before(tensor):
+        if not bool(torch.isfinite(tensor).all()) or bool((tensor < 0).any()):  # one or two syncs on a GPU
+            raise ValueError(f"weight must hold finite non-negative values; got {tensor.tolist()}")
+        tensor._softseg_checked_version = _version(tensor)
     return tensor
+
+
+def _version(tensor: Tensor) -> int | None:
+    try:
+        return tensor._version
+    except RuntimeError:  # inference tensors keep no version counter: checked at every call
+        return None
+
+
+def _checked_before(tensor: Tensor) -> bool:
+    # A weight tensor whose values passed carries its version counter from then: a loss module's weight
+    # buffer is checked on its first call on a device, not at every step (each check is a sync on a GPU).
+    # Writing into the tensor bumps its version, so changed values are checked again.
+    version = _version(tensor)
+    return version is not None and getattr(tensor, "_softseg_checked_version", None) == version
