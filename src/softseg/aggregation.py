@@ -67,15 +67,11 @@ def _times(value: Tensor | None, factor: Tensor | None) -> Tensor | None:
     return factor if value is None else value * factor
 
 
-def _mean(values: Tensor) -> Tensor:
-    """Mean of all entries; 0 when there are none (an empty batch), never NaN."""
-    return values.sum() / values.numel() if values.numel() else values.sum()
-
-
 def _weighted_mean(values: Tensor, weights: Tensor | None, *, dim: int | None) -> Tensor:
     """sum(values) / sum(weights) over ``dim`` (all dims for None), 0 where the weights sum to 0.
 
-    ``weights`` None means ones: the divisor is the number of entries (values are already weighted).
+    ``weights`` None means ones: the divisor is the number of entries (values are already weighted), and
+    no entries (an empty batch) give 0, never NaN.
     """
     if weights is None:
         count = values.numel() if dim is None else values.shape[dim]
@@ -157,14 +153,11 @@ def aggregate(
             value = _weighted_mean(weighted, counts, dim=None)
         elif level == "image":
             per_image = _weighted_mean(weighted, counts, dim=1)
-            if counts is None:
-                value = _mean(per_image)
-            else:
-                counted = (counts.sum(1) > 0).to(losses.dtype)
-                value = _safe_divide((per_image * counted).sum(), counted.sum())
+            counted = None if counts is None else (counts.sum(1) > 0).to(losses.dtype)  # images with a class
+            value = _weighted_mean(_times(per_image, counted), counted, dim=None)
         else:
             per_class = _weighted_mean(_times(losses, active), active, dim=0)
             counted = class_weight if active is None else _times((active.sum(0) > 0).to(losses.dtype), class_weight)
-            value = _mean(per_class) if counted is None else _safe_divide((per_class * counted).sum(), counted.sum())
+            value = _weighted_mean(_times(per_class, counted), counted, dim=None)
         total = mix * value if total is None else total + mix * value
     return total

@@ -273,11 +273,11 @@ def _block_probabilities(logits: Tensor, activation: str, with_log: bool) -> tup
 
 
 def _block_ranges(
-    batch: int, channels: int, pixels: int, fraction: int = 32, device: torch.device | None = None
+    batch: int, channels: int, pixels: int, *, device: torch.device, fraction: int = 32
 ) -> list[tuple[int, int]]:
     # At most 1/fraction of the logits per block, so the block temporaries stay small next to small inputs too.
     elements = min(BLOCK_ELEMENTS, batch * channels * pixels // fraction)
-    if device is not None and device.type != "cpu":
+    if device.type != "cpu":
         # A GPU has no cache to fit and pays per launch: CUDA_BLOCKS blocks, their temporaries < 1x logits.
         elements = max(elements, batch * channels * pixels // CUDA_BLOCKS)
     step = max(MIN_BLOCK_PIXELS, elements // max(batch * channels, 1))
@@ -384,7 +384,8 @@ class _FusedRegionStatistics(torch.autograd.Function):
             return tp, pred_mass, target_mass, target_max, ce
 
         run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
-        parts = run(logits.device, _block_ranges(batch, channels, pixels, fraction, logits.device), sums)
+        ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction)
+        parts = run(logits.device, ranges, sums)
         tp, pred_mass, target_mass, _, ce = (sum(values) for values in zip(*parts))
         if binary:
             target_max = (target_mass > 0).to(acc)
@@ -453,7 +454,7 @@ class _FusedRegionStatistics(torch.autograd.Function):
                     out.copy_(grad_z)
 
         run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
-        run(logits.device, _block_ranges(batch, channels, pixels, fraction, logits.device), fill)
+        run(logits.device, _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction), fill)
         return grad, None, None, None, None, None, None
 
 
@@ -599,7 +600,7 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
                 )
             return tp, pred_mass, target_mass
 
-        ranges = _block_ranges(batch, channels, pixels, SIGMOID_BLOCK_FRACTION, logits.device)
+        ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=SIGMOID_BLOCK_FRACTION)
         parts = _run_inline(logits.device, ranges, sums)
         tp, pred_mass, target_mass = (sum(values) for values in zip(*parts))
         target_max = (target_mass > 0).to(acc)
@@ -647,7 +648,8 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
                 if not direct:
                     out.copy_(target)
 
-        _run_inline(logits.device, _block_ranges(batch, channels, pixels, SIGMOID_BLOCK_FRACTION, logits.device), fill)
+        ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=SIGMOID_BLOCK_FRACTION)
+        _run_inline(logits.device, ranges, fill)
         return grad, None, None, None
 
 

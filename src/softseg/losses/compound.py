@@ -17,10 +17,9 @@ from torch import Tensor
 from softseg._checks import check_choice, check_input, check_mask, check_number, target_kind
 from softseg.activation import Activation
 from softseg.aggregation import Aggregation
-from softseg.kernels import fused as fused_kernels
 from softseg.kernels import fused_statistics
 from softseg.losses._module import FunctionalLoss
-from softseg.losses.region import _check_options, _triton_loss_options, loss_from_statistics
+from softseg.losses.region import _check_options, _loss_in_kernels, loss_from_statistics
 
 REGIONS = {"dice": (0.5, 0.5), "jaccard": (1.0, 1.0), "tversky": None}
 CROSS_ENTROPIES = ("cross_entropy", "focal")
@@ -116,19 +115,16 @@ def region_ce_loss(
     fused_ce = ce == "cross_entropy"
     if fused_ce:
         counted = _counted_ce_terms(input, target, activation=activation, ignore_index=ignore_index, mask=mask)
-        options = _triton_loss_options(
-            input, alpha=alpha, beta=beta, smooth=smooth, gamma=gamma, log_loss=log_loss, weight=weight,
+        # On CUDA, when the Triton kernels apply: region + CE in three kernel launches.
+        loss = _loss_in_kernels(
+            input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask, alpha=alpha,
+            beta=beta, smooth=smooth, gamma=gamma, log_loss=log_loss, weight=weight,
             include_background=include_background, aggregation=aggregation, active_classes=active_classes,
             presence_threshold=presence_threshold, reduction="mean", distributed=distributed,
-            lambda_region=lambda_region, lambda_ce=lambda_ce,
+            lambda_region=lambda_region, lambda_ce=lambda_ce, ce_count=counted,
         )
-        if options is not None:  # on CUDA: region + CE in three kernel launches
-            loss = fused_kernels.fused_region_loss(
-                input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask,
-                options=options, ce_count=counted.to(torch.float32).reshape(()),
-            )
-            if loss is not None:
-                return loss
+        if loss is not None:
+            return loss
     stats, ce_sums = fused_statistics(
         input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask, cross_entropy=fused_ce
     )

@@ -127,17 +127,15 @@ def tversky_loss(
         distributed=distributed,
         process_group=process_group,
     )
-    options = _triton_loss_options(
-        input, alpha=alpha, beta=beta, smooth=smooth, gamma=gamma, log_loss=log_loss, weight=weight,
+    # On CUDA, when the Triton kernels apply: the whole loss in three kernel launches.
+    loss = _loss_in_kernels(
+        input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask, alpha=alpha,
+        beta=beta, smooth=smooth, gamma=gamma, log_loss=log_loss, weight=weight,
         include_background=include_background, aggregation=aggregation, active_classes=active_classes,
         presence_threshold=presence_threshold, reduction=reduction, distributed=distributed,
     )
-    if options is not None:  # on CUDA: the whole loss in three kernel launches, when the kernels apply
-        loss = fused_kernels.fused_region_loss(
-            input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask, options=options
-        )
-        if loss is not None:
-            return loss
+    if loss is not None:
+        return loss
     # Fused from the logits (same values and gradients as activate + region_statistics, less time and memory).
     stats = logit_statistics(
         input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask
@@ -160,9 +158,14 @@ def tversky_loss(
     )
 
 
-def _triton_loss_options(
+def _loss_in_kernels(
     input: Tensor,
+    target: Tensor,
     *,
+    activation: str,
+    norm: int,
+    ignore_index: int | None,
+    mask: Tensor | None,
     alpha: float,
     beta: float,
     smooth: float,
@@ -177,24 +180,31 @@ def _triton_loss_options(
     distributed: bool,
     lambda_region: float = 1.0,
     lambda_ce: float = 0.0,
-) -> RegionLossOptions | None:
-    """The options for :func:`softseg.kernels.fused.fused_region_loss`, or None where only the torch tail applies.
+    ce_count: Tensor | None = None,
+) -> Tensor | None:
+    """The whole loss from :func:`softseg.kernels.fused.fused_region_loss`, or None where only the torch tail applies.
 
     None where the Triton kernels don't take the input (off CUDA, so no check runs twice there), for
     ``reduction="none"``, ``distributed=True`` (the statistics are summed over ranks between the two
-    halves) and a single channel without background.
+    halves) and a single channel without background. The options are validated by the caller.
     """
-    if not fused_kernels.triton_applies(input) or reduction == "none" or distributed or (not include_background and input.shape[1] < 2):
+    if not fused_kernels.triton_applies(input) or reduction == "none" or distributed:
+        return None
+    if not include_background and input.shape[1] < 2:  # the torch tail raises the error for it
         return None
     first_class = 0 if include_background else 1
     class_weight = check_weight(weight, input.shape[1] - first_class, include_background=include_background)
     if class_weight is not None:
         class_weight = class_weight.to(device=input.device, dtype=torch.float32).contiguous()
-    return RegionLossOptions(
+    options = RegionLossOptions(
         alpha=alpha, beta=beta, smooth=smooth, gamma=gamma, log_loss=log_loss,
         levels=tuple(parse_aggregation(aggregation).items()), first_class=first_class,
         class_weight=class_weight, present=active_classes == "present", threshold=presence_threshold,
         sum_reduction=reduction == "sum", lambda_region=lambda_region, lambda_ce=lambda_ce,
+    )
+    return fused_kernels.fused_region_loss(
+        input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask, options=options,
+        ce_count=None if ce_count is None else ce_count.to(torch.float32).reshape(()),
     )
 
 
