@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from softseg import benchmark
 
@@ -77,3 +78,17 @@ def test_bad_arguments_are_named(argv, match, capsys):
     with pytest.raises(SystemExit):
         benchmark.main(argv)
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_device_without_cuda_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["--quick", "--device", "cuda"])
+    assert "--device cuda: torch sees no CUDA device here" in capsys.readouterr().err
+
+
+def test_blocks_rows_are_cuda_only():
+    rows = benchmark.run_benchmark(workloads=["W3"], implementations=["softseg-blocks"], scale=0.02, repeats=1,
+                                   warmup=0, fresh_process=False, install_peers=False)
+    assert rows[0]["status"] == "not supported"
+    assert rows[0]["note"] == "softseg-blocks differs from softseg on CUDA only"

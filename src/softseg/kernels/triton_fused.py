@@ -66,7 +66,16 @@ def triton_available() -> bool:
 
 
 def triton_applies(logits: Tensor) -> bool:
-    """Whether the (B, C, N) ``logits`` take the Triton kernels: CUDA, float32/16/bf16, C <= MAX_CHANNELS."""
+    """Whether the (B, C, N) ``logits`` take the Triton kernels: CUDA, float32/16/bf16, C <= MAX_CHANNELS.
+
+    Convention:
+        ``logits``: anything (it is asked before validation: a non-tensor gives False); B at most 65535
+        (CUDA's second grid dimension); and :func:`triton_available`.
+
+    Example:
+        >>> triton_applies(torch.zeros(2, 3, 8)), triton_applies([1.0])      # CPU tensor, not a tensor
+        (False, False)
+    """
     return (
         isinstance(logits, Tensor)  # called before validation too: anything else is for the checks to reject
         and logits.is_cuda
@@ -141,8 +150,36 @@ def _forward_sums(logits, labels, dense, weight, activation, norm, with_ce):
     return logits, dense, weight, sums
 
 
+def _logits_gradient(logits, labels, dense, weight, activation, norm, with_ce, coef) -> Tensor:
+    """Run the backward kernel: dL/dlogits from coef (3, B, C) = dL/d(fp, tp - fp - fn, ce)."""
+    batch, channels, pixels = logits.shape
+    grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+    pointers, weight_strides, flags, tiles = _launch_options(logits, labels, dense, weight, activation, norm, with_ce)
+    _kernels().statistics_backward[(tiles, batch)](
+        *pointers, coef.contiguous(), grad, batch * channels, channels, pixels, *weight_strides, **flags
+    )
+    return grad
+
+
 def statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, *, with_ce: bool) -> tuple[Tensor, ...]:
-    """The outputs of a fused forward, (tp, fp, fn, target_max, ce); marks what has no gradient."""
+    r"""The outputs of a fused forward, (tp, fp, fn, target_max, ce); marks what has no gradient.
+
+    .. math::
+
+        fp = \sum m x^p - tp,\qquad fn = \sum m y^p - tp
+
+    Convention:
+        ``ctx``: the autograd context of the forward; the sums (B, C) each; ``target_max`` (and ``ce``
+        without ``with_ce``) are marked non-differentiable.
+
+    Example:
+        >>> class Sums(torch.autograd.Function):
+        ...     @staticmethod
+        ...     def forward(ctx, tp):
+        ...         return statistics_outputs(ctx, tp, tp + 1, tp + 2, tp.new_ones(1), tp.new_zeros(1), with_ce=False)
+        >>> Sums.apply(torch.tensor([1.0], requires_grad=True))[1:3]
+        (tensor([1.], grad_fn=<SumsBackward>), tensor([2.], grad_fn=<SumsBackward>))
+    """
     ctx.mark_non_differentiable(target_max)
     if not with_ce:
         ctx.mark_non_differentiable(ce)
@@ -188,15 +225,9 @@ class TritonRegionStatistics(torch.autograd.Function):
             return None, None, None, None, None, None, None
         logits, labels, dense, weight = ctx.saved_tensors
         activation, norm, with_ce = ctx.options
-        batch, channels, pixels = logits.shape
         # dL/dx = m (A' + B h) with A' = A or 2 A x, plus the cross-entropy term G (softseg.kernels.fused)
-        coef = torch.stack([grad_fp, grad_tp - grad_fp - grad_fn, grad_ce]).to(torch.float32).contiguous()
-        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-        pointers, weight_strides, flags, tiles = _launch_options(logits, labels, dense, weight, activation, norm, with_ce)
-        _kernels().statistics_backward[(tiles, batch)](
-            *pointers, coef, grad, batch * channels, channels, pixels, *weight_strides, **flags
-        )
-        return grad, None, None, None, None, None, None
+        coef = torch.stack([grad_fp, grad_tp - grad_fp - grad_fn, grad_ce]).to(torch.float32)
+        return _logits_gradient(logits, labels, dense, weight, activation, norm, with_ce, coef), *(None,) * 6
 
 
 MAX_TAIL_ENTRIES = 1 << 14  # (images x classes) the one-program loss tail handles; more take the torch tail
@@ -244,7 +275,16 @@ _LEVELS = {"global": 0, "image": 1, "class": 2}
 
 
 def tail_applies(batch: int, channels: int) -> bool:
-    """Whether the one-program loss tail takes (batch x channels) statistics."""
+    """Whether the one-program loss tail takes (batch x channels) statistics.
+
+    Convention:
+        Both sides are padded to powers of two (at least 2); their product must be at most
+        :data:`MAX_TAIL_ENTRIES` (16384), else the losses use the kernels' statistics and the torch tail.
+
+    Example:
+        >>> tail_applies(16, 21), tail_applies(512, 150)
+        (True, False)
+    """
     return _block(batch) * _block(channels) <= MAX_TAIL_ENTRIES
 
 
@@ -309,11 +349,5 @@ class TritonRegionLoss(torch.autograd.Function):
             return (None,) * 8
         logits, labels, dense, weight = ctx.saved_tensors
         activation, norm, with_ce = ctx.options
-        batch = logits.shape[0]
-        coef = (ctx.coef * grad_loss.to(torch.float32)).contiguous()
-        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-        pointers, weight_strides, flags, tiles = _launch_options(logits, labels, dense, weight, activation, norm, with_ce)
-        _kernels().statistics_backward[(tiles, batch)](
-            *pointers, coef, grad, batch * logits.shape[1], logits.shape[1], logits.shape[2], *weight_strides, **flags
-        )
-        return grad, None, None, None, None, None, None, None
+        coef = ctx.coef * grad_loss.to(torch.float32)
+        return _logits_gradient(logits, labels, dense, weight, activation, norm, with_ce, coef), *(None,) * 7
