@@ -182,6 +182,31 @@ def test_half_precision_sums_in_float32(dtype, kind):
     torch.testing.assert_close(half.grad.float(), exact_in.grad, rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.parametrize("kind", ["index_ignore", "index_mask", "dense"])
+@pytest.mark.parametrize("norm", [1, 2])
+def test_float32_softmax_keeps_precision_for_large_logits(kind, norm):
+    # The blocks subtract each pixel's max logit before exp2 and keep the log-sum-exp as a float32 head and
+    # a bfloat16 tail: around 1e3 the statistics, cross-entropy and gradient match float64 to float32
+    # precision (a float32 log-sum-exp alone would put every recomputed probability off by up to 3e-5).
+    gen = torch.Generator().manual_seed(12)
+    fast_in = (torch.randn(2, 4, 300, generator=gen) * 4 + 1000).requires_grad_()
+    exact_in = fast_in.detach().double().requires_grad_()
+    target, options = _targets(kind, 2, 4, (300,), dtype=torch.float64)
+    fast = fused_statistics(fast_in, target.float() if kind == "dense" else target, norm=norm,
+                            cross_entropy=True, **options)
+    exact = fused_module._reference_statistics(exact_in, target, kind=kind.split("_")[0], activation="softmax",
+                                               norm=norm, cross_entropy=True, ignore_index=options.get("ignore_index"),
+                                               mask=options["mask"].unsqueeze(1) if "mask" in options else None)
+    values = [*fast[0][:3], fast[1]]
+    reference = [*exact[0][:3], exact[1]]
+    for value, expected in zip(values, reference):
+        torch.testing.assert_close(value.double(), expected, rtol=2e-6, atol=1e-5)
+    coefs = [torch.randn(expected.shape, generator=gen, dtype=torch.float64) for expected in reference]
+    sum((c * v).sum() for c, v in zip(coefs, values)).backward()
+    sum((c * v).sum() for c, v in zip(coefs, reference)).backward()
+    torch.testing.assert_close(fast_in.grad.double(), exact_in.grad, rtol=1e-5, atol=2e-6)
+
+
 def test_cross_entropy_sums_match_torch():
     logits = torch.randn(2, 4, 7, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
     labels, _ = _targets("index_ignore", 2, 4, (7, 9))
@@ -196,9 +221,10 @@ def test_cross_entropy_sums_match_torch():
     torch.testing.assert_close(ce_sigmoid, per_class)
 
 
-def test_saves_only_logits_and_labels():
-    # The autograd graph of the fused loss keeps the logits and the labels, nothing of the logits' size
-    # more (the reference path keeps the softmax output as well).
+def test_saves_only_logits_labels_and_log_sum_exp():
+    # The autograd graph of the fused loss keeps the logits, the labels and each pixel's log-sum-exp (a
+    # float32 head and a bfloat16 tail: 1.5/C of the logits), nothing of the logits' size more (the
+    # reference path keeps the softmax).
     logits = torch.randn(2, 5, 40, 40, requires_grad=True)
     labels = torch.randint(0, 5, (2, 40, 40))
     saved = []
@@ -211,7 +237,7 @@ def test_saves_only_logits_and_labels():
         loss = tversky_loss(logits, labels)
     large = [t for t in saved if t.numel() >= labels.numel()]
     assert sum(t.untyped_storage().nbytes() for t in {t.untyped_storage().data_ptr(): t for t in large}.values()) <= (
-        logits.numel() * 4 + labels.numel() * 8
+        logits.numel() * 4 + labels.numel() * 8 + labels.numel() * 6
     )
     assert any(t.data_ptr() == logits.data_ptr() for t in large)
     saved.clear()

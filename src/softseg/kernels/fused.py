@@ -16,7 +16,10 @@ reference path and this one agree everywhere). The softmax or sigmoid backward f
 
 Why it is faster and leaner: the pixels are visited in blocks of a few MiB, so the probabilities, the
 block's one-hot labels and the gradient terms live in cache; only the logits, the labels (or dense
-target) and the pixel weights are saved, and backward recomputes the activation. On CPU the blocks are
+target), the pixel weights and, for softmax, each pixel's log-sum-exp (1.5/C of the logits) are saved,
+and backward recomputes the activation, the softmax in one exp pass straight into the gradient's block.
+The softmax runs on exp2 (torch's CPU exp is about 4x slower) and reads the strided block in place
+(torch's softmax would copy it first). On CPU the blocks are
 split into one contiguous run per torch thread, each run on its own single-threaded worker, so the
 many small block ops never wait on a cross-core barrier (they would for every op with intra-op threads).
 The sigmoid kernels are the exception: a few cheap elementwise ops per block, run inline on larger blocks
@@ -261,15 +264,55 @@ def _block_target(
     return (block_labels == classes).to(acc)
 
 
-def _block_probabilities(logits: Tensor, activation: str, with_log: bool) -> tuple[Tensor, Tensor | None]:
-    """Probabilities of one block and, for the cross-entropy, the log terms it needs."""
-    if activation == "softmax":
-        if with_log:
-            log_probs = logits.log_softmax(1)
-            return log_probs.exp(), log_probs
-        return logits.softmax(1), None
-    probs = logits.sigmoid()
-    return probs, (F.logsigmoid(logits) if with_log else None)
+LOG2_E = 1.0 / math.log(2.0)
+
+
+def _shifted_exp(logits: Tensor, shift: Tensor, *, tail: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+    """exp2((logits - shift) log2 e + tail) of one block, shift and tail (B, 1, n) broadcast over the classes.
+
+    That is exp(logits - shift) without ``tail``, and the softmax for a :func:`_log_sum_exp` pair. exp2
+    because torch's CPU exp2 kernel runs about 4x faster than its exp (torch 2.13, AVX-512; the fused
+    softmax spent most of its time there). The difference is taken first, so large logits lose no
+    precision; the result is within 1e-6 relative of exp.
+    """
+    scaled = torch.sub(logits, shift, out=out)
+    if tail is None:
+        scaled.mul_(LOG2_E)
+    else:
+        torch.add(tail, scaled, alpha=LOG2_E, out=scaled)
+    return scaled.exp2_()
+
+
+def _log_sum_exp(shift: Tensor, log_total: Tensor, head: Tensor, tail: Tensor) -> None:
+    """Writes lse = shift + log_total into ``head`` (rounded to its dtype) and the rest, times -log2 e, into ``tail``.
+
+    A float32 lse alone would be off by up to half its last place (6e-5 at 1e3), and so would every
+    probability recomputed from it; the bfloat16 tail keeps backward's softmax within 1e-6 at any scale,
+    for 2 bytes per pixel. ``_shifted_exp(logits, head, tail=tail)`` then gives the softmax.
+    """
+    torch.add(shift, log_total, out=head)
+    tail.copy_(torch.sub(shift, head).add_(log_total).mul_(-LOG2_E))
+
+
+def _log_sum_exp_buffers(batch: int, pixels: int, acc: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Empty (B, 1, N) head (``acc``) and tail (bfloat16) of the pixels' log-sum-exp, for :func:`_log_sum_exp`."""
+    return (
+        torch.empty(batch, 1, pixels, dtype=acc, device=device),
+        torch.empty(batch, 1, pixels, dtype=torch.bfloat16, device=device),
+    )
+
+
+def _block_softmax(logits: Tensor, acc: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Softmax over dim 1 of one (B, C, n) block in ``acc``, its shift (the max logit) and log-sum (B, 1, n).
+
+    Reads the (strided) block in place: torch's own softmax would first copy it to a contiguous one.
+    log-sum-exp = shift + log-sum.
+    """
+    shift = logits.amax(1, keepdim=True).to(acc)
+    probs = _shifted_exp(logits, shift)
+    total = probs.sum(1, keepdim=True)
+    probs.div_(total)
+    return probs, shift, total.log_()
 
 
 def _block_ranges(
@@ -354,16 +397,24 @@ class _FusedRegionStatistics(torch.autograd.Function):
         batch, channels, pixels = logits.shape
         acc = accumulation_dtype(logits.dtype)
         binary = dense is None  # index targets are 0/1: min(x, y) = x y, gradient y
+        softmax = activation == "softmax"
+        # Softmax: each pixel's log-sum-exp (head and tail, 6 bytes), so backward's softmax is one exp pass.
+        lse_head, lse_tail = _log_sum_exp_buffers(batch, pixels, acc, logits.device) if softmax else (None, None)
 
         def sums(ranges):
             tp, pred_mass, target_mass, target_max, ce = (
                 torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(5)
             )
             for start, stop in ranges:
-                z = logits[:, :, start:stop].to(acc)
+                block = logits[:, :, start:stop]
                 y = _block_target(dense, labels, channels, start, stop, acc)
                 m = None if weight is None else weight[:, :, start:stop].to(acc)
-                p, log_term = _block_probabilities(z, activation, with_ce)
+                if softmax:
+                    p, shift, log_total = _block_softmax(block, acc)
+                    _log_sum_exp(shift, log_total, lse_head[:, :, start:stop], lse_tail[:, :, start:stop])
+                else:
+                    z = block.to(acc)
+                    p = z.sigmoid()
                 overlap = p * y if (binary or norm == 2) else torch.minimum(p, y)
                 p_mass = p if norm == 1 else p.square()
                 y_mass = y if (binary or norm == 1) else y.square()
@@ -376,10 +427,10 @@ class _FusedRegionStatistics(torch.autograd.Function):
                 if not binary:  # for labels target_max is "count > 0", set below
                     torch.maximum(target_max, counted_y.amax(-1), out=target_max)
                 if with_ce:
-                    if activation == "softmax":
-                        ce_terms = -(y * log_term)
+                    if softmax:  # -y log x = y (shift - z + log-sum)
+                        ce_terms = y * torch.sub(shift, block).add_(log_total)
                     else:  # binary cross-entropy from logits: -(y log x + (1 - y) log(1 - x)) = (1 - y) z - log x
-                        ce_terms = (1 - y) * z - log_term
+                        ce_terms = (1 - y) * z - F.logsigmoid(z)
                     ce += (ce_terms if m is None else ce_terms * m).sum(-1)
             return tp, pred_mass, target_mass, target_max, ce
 
@@ -391,7 +442,7 @@ class _FusedRegionStatistics(torch.autograd.Function):
             target_max = (target_mass > 0).to(acc)
         else:
             target_max = torch.stack([part[3] for part in parts]).amax(0)
-        ctx.save_for_backward(logits, dense, labels, weight)
+        ctx.save_for_backward(logits, dense, labels, weight, lse_head, lse_tail)
         ctx.options = (activation, norm, with_ce)
         return statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, with_ce=with_ce)
 
@@ -400,7 +451,7 @@ class _FusedRegionStatistics(torch.autograd.Function):
     def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None, None
-        logits, dense, labels, weight = ctx.saved_tensors
+        logits, dense, labels, weight, lse_head, lse_tail = ctx.saved_tensors
         activation, norm, with_ce = ctx.options
         batch, channels, pixels = logits.shape
         acc = accumulation_dtype(logits.dtype)
@@ -408,50 +459,57 @@ class _FusedRegionStatistics(torch.autograd.Function):
         # dL/dx = m (A + B h): A from the prediction mass, B from the overlap (module docstring).
         coef_a = grad_fp.to(acc).unsqueeze(-1)
         coef_b = (grad_tp - grad_fp - grad_fn).to(acc).unsqueeze(-1)
-        coef_ab = coef_a + coef_b
+        half_b = coef_b / 2
         coef_ce = grad_ce.to(acc).unsqueeze(-1) if with_ce else None
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
 
         def fill(ranges):
             for start, stop in ranges:
-                p, _ = _block_probabilities(logits[:, :, start:stop].to(acc), activation, False)
-                m = None if weight is None else weight[:, :, start:stop].to(acc)
-                if binary and norm == 1 and not with_ce:
-                    # h is the 0/1 label indicator: A + B where the label is on, A elsewhere.
-                    hit = _block_target(None, labels, channels, start, stop, torch.bool)
-                    grad_p = torch.where(hit, coef_ab, coef_a)
-                    y = None
-                else:
-                    y = _block_target(dense, labels, channels, start, stop, acc)
-                    if norm == 2:
-                        grad_p = torch.addcmul(coef_b * y, p, 2 * coef_a)
-                    elif binary:
-                        grad_p = torch.addcmul(coef_a.expand_as(p), coef_b, y)
-                    else:
-                        # d min(x, y)/dx = (1 + sign(y - x)) / 2: 1 below the target, 1/2 at a tie, 0 above,
-                        # torch.minimum's convention; so A + B slope = (A + B/2) + (B/2) sign(y - x).
-                        grad_p = torch.addcmul(coef_a + coef_b / 2, coef_b / 2, torch.sub(y, p).sign_())
-                if m is not None:
-                    grad_p = grad_p * m
+                block = logits[:, :, start:stop]
                 out = grad[:, :, start:stop]
-                # One fused op for the activation's backward: x (g - sum_c x_c g_c) or x (1 - x) g. The
-                # softmax one needs a contiguous output; the sigmoid one writes into the gradient directly.
-                direct = out.dtype == acc and not with_ce and activation == "sigmoid"
-                if activation == "softmax":
-                    grad_z = torch.ops.aten._softmax_backward_data(grad_p, p, 1, acc)
+                # float32/float64 logits: the probabilities go straight into the gradient's block and become
+                # the gradient in place there; half precision: computed in float32, rounded once at the end.
+                direct = out.dtype == acc
+                if lse_head is not None:
+                    p = _shifted_exp(
+                        block, lse_head[:, :, start:stop], tail=lse_tail[:, :, start:stop], out=out if direct else None
+                    )
                 else:
-                    grad_z = out if direct else torch.empty_like(p)
-                    torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=grad_z)
+                    p = torch.sigmoid(block, out=out) if direct else block.to(acc).sigmoid()
+                m = None if weight is None else weight[:, :, start:stop].to(acc)
+                y = _block_target(dense, labels, channels, start, stop, acc)
+                # grad_p = dL/dx, a block temporary (in-place ops with (B, C, 1) factors: addcmul is slower).
+                if norm == 2:
+                    grad_p = torch.mul(p, 2 * coef_a).add_(y * coef_b)
+                elif binary:
+                    grad_p = (y * coef_b).add_(coef_a)
+                else:
+                    # d min(x, y)/dx = (1 + sign(y - x)) / 2: 1 below the target, 1/2 at a tie, 0 above,
+                    # torch.minimum's convention; so A + B slope = (A + B/2) + (B/2) sign(y - x).
+                    grad_p = torch.sub(y, p).sign_().mul_(half_b).add_(coef_a + half_b)
+                if m is not None:
+                    grad_p.mul_(m)
+                # The cross-entropy's gradient, weighted: W = G m y; softmax: x sum_c W_c - W, sigmoid: G m (x - y).
+                ce_weighted = None
                 if with_ce:
-                    # softmax: d(-sum_c y_c log x_c)/dz = x sum_c y_c - y; sigmoid: x - y; both times m and G.
-                    ce_weight = coef_ce if m is None else coef_ce * m
-                    if activation == "softmax":
-                        weighted_y = ce_weight * y
-                        grad_z += p * weighted_y.sum(1, keepdim=True) - weighted_y
-                    else:
-                        grad_z += ce_weight * (p - y)
+                    ce_weighted = y * coef_ce if m is None else y * (coef_ce * m)
+                    if activation == "sigmoid":
+                        ce_sigmoid = p * (coef_ce if m is None else coef_ce * m)
+                        ce_weighted = ce_sigmoid.sub_(ce_weighted)
+                if activation == "softmax":
+                    # x (g - sum_c x_c g_c + sum_c W_c) - W, in place in p.
+                    grad_p.mul_(p)
+                    shift = grad_p.sum(1, keepdim=True)
+                    if ce_weighted is not None:
+                        shift.sub_(ce_weighted.sum(1, keepdim=True))
+                        grad_p.sub_(ce_weighted)
+                    p.mul_(shift.neg_()).add_(grad_p)
+                else:
+                    torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=p)  # g x (1 - x)
+                    if ce_weighted is not None:
+                        p.add_(ce_weighted)
                 if not direct:
-                    out.copy_(grad_z)
+                    out.copy_(p)
 
         run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
         run(logits.device, _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction), fill)
@@ -479,33 +537,35 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
 
     The label indicator stays implicit: tp gathers the probability of each pixel's label, and in
     backward the overlap term B h is added at the label only (scatter_add), so no block one-hot is built.
+    Forward never normalises the block: with e = exp(z - max) and s = sum_c e_c, the sums take the
+    pixel factor m / s (m / s^2 for norm 2) through one matrix-vector product.
     """
 
     @staticmethod
     def forward(ctx, logits, labels, weight, norm, with_ce):
         batch, channels, pixels = logits.shape
         acc = accumulation_dtype(logits.dtype)
+        lse_head, lse_tail = _log_sum_exp_buffers(batch, pixels, acc, logits.device)  # for backward's softmax
 
         def sums(ranges):
             tp, pred_mass, ce = (torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(3))
             for start, stop in ranges:
-                z = logits[:, :, start:stop].to(acc)
+                block = logits[:, :, start:stop]
                 block_labels = labels[:, start:stop]
-                m = None if weight is None else weight[:, 0, start:stop].to(acc)
-                if with_ce:
-                    log_probs = z.log_softmax(1)
-                    p = log_probs.exp()
-                else:
-                    p = z.softmax(1)
-                picked = p.gather(1, block_labels.unsqueeze(1)).squeeze(1)
-                if m is not None:
-                    picked = picked * m
-                tp.scatter_add_(1, block_labels, picked)
-                mass = p if norm == 1 else p.square()
-                pred_mass += mass.sum(-1) if m is None else torch.bmm(mass, m.unsqueeze(-1)).squeeze(-1)
-                if with_ce:
-                    picked_log = log_probs.gather(1, block_labels.unsqueeze(1)).squeeze(1)
-                    ce.scatter_add_(1, block_labels, -(picked_log if m is None else picked_log * m))
+                index = block_labels.unsqueeze(1)
+                shift = block.amax(1, keepdim=True).to(acc)
+                exp = _shifted_exp(block, shift)
+                total = exp.sum(1, keepdim=True)
+                inverse = total.reciprocal()
+                scale = inverse if weight is None else inverse * weight[:, :, start:stop]
+                tp.scatter_add_(1, block_labels, exp.gather(1, index).mul_(scale).squeeze(1))
+                mass, mass_scale = (exp, scale) if norm == 1 else (exp.square_(), scale * inverse)
+                pred_mass += torch.bmm(mass, mass_scale.transpose(1, 2)).squeeze(-1)
+                log_total = total.log_()
+                _log_sum_exp(shift, log_total, lse_head[:, :, start:stop], lse_tail[:, :, start:stop])
+                if with_ce:  # -log x_label = shift - z_label + log-sum
+                    nll = torch.sub(shift, block.gather(1, index)).add_(log_total)
+                    ce.scatter_add_(1, block_labels, (nll if weight is None else nll * weight[:, :, start:stop]).squeeze(1))
             # The class counts need only the labels: one bincount per image over this part's pixels.
             part = slice(ranges[0][0], ranges[-1][1])
             count = _label_counts(labels[:, part], None if weight is None else weight[:, :, part], channels, acc)
@@ -513,7 +573,7 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
 
         parts = _run_blocks(logits.device, _block_ranges(batch, channels, pixels, device=logits.device), sums)
         tp, pred_mass, ce, count = (sum(values) for values in zip(*parts))
-        ctx.save_for_backward(logits, labels, weight)
+        ctx.save_for_backward(logits, labels, weight, lse_head, lse_tail)
         ctx.options = (norm, with_ce)
         target_max = (count > 0).to(acc)
         return statistics_outputs(ctx, tp, pred_mass, count, target_max, ce, with_ce=with_ce)
@@ -523,7 +583,7 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
     def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        logits, labels, weight = ctx.saved_tensors
+        logits, labels, weight, lse_head, lse_tail = ctx.saved_tensors
         norm, with_ce = ctx.options
         batch, channels, pixels = logits.shape
         acc = accumulation_dtype(logits.dtype)
@@ -534,30 +594,35 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
 
         def fill(ranges):
             for start, stop in ranges:
-                p = logits[:, :, start:stop].to(acc).softmax(1)
+                out = grad[:, :, start:stop]
+                # float32/float64 logits: the probabilities go straight into the gradient's block and are
+                # turned into the gradient in place there; half precision: computed in float32, rounded once.
+                direct = out.dtype == acc
+                p = _shifted_exp(
+                    logits[:, :, start:stop],
+                    lse_head[:, :, start:stop],
+                    tail=lse_tail[:, :, start:stop],
+                    out=out if direct else None,
+                )
                 block_labels = labels[:, start:stop]
+                index = block_labels.unsqueeze(1)
                 # With h the label indicator, dL/dz_k = m [x_k (A'_k - t) + h_k u], where u = B_l x_l - G_l
                 # (G: cross-entropy gradient), A' = A (norm 1) or 2 A x (norm 2), t = sum_c x_c A'_c + u.
-                label_p = p.gather(1, block_labels.unsqueeze(1))
-                label_term = coef_b.gather(1, block_labels).unsqueeze(1) * label_p
+                label_term = coef_b.gather(1, block_labels).unsqueeze(1) * p.gather(1, index)
                 if coef_ce is not None:
                     label_term = label_term - coef_ce.gather(1, block_labels).unsqueeze(1)
                 if norm == 1:
-                    mass_grad = coef_a.unsqueeze(-1)
                     total = torch.bmm(coef_a.unsqueeze(1), p) + label_term
+                    factor = coef_a.unsqueeze(-1) - total
                 else:
-                    mass_grad = p * (2 * coef_a).unsqueeze(-1)
-                    total = (mass_grad * p).sum(1, keepdim=True) + label_term
-                out = grad[:, :, start:stop]
-                if out.dtype == acc:
-                    torch.sub(mass_grad, total, out=out)
-                    out.mul_(p)
-                    out.scatter_add_(1, block_labels.unsqueeze(1), label_term)
-                else:  # float16/bfloat16 logits: the block is computed in float32 and rounded once
-                    block = (mass_grad - total).mul_(p).scatter_add_(1, block_labels.unsqueeze(1), label_term)
-                    out.copy_(block)
+                    factor = p * (2 * coef_a).unsqueeze(-1)
+                    total = (factor * p).sum(1, keepdim=True) + label_term
+                    factor.sub_(total)
+                p.mul_(factor).scatter_add_(1, index, label_term)
                 if weight is not None:
-                    out.mul_(weight[:, :, start:stop])
+                    p.mul_(weight[:, :, start:stop])
+                if not direct:
+                    out.copy_(p)
 
         _run_blocks(logits.device, _block_ranges(batch, channels, pixels, device=logits.device), fill)
         return grad, None, None, None, None
