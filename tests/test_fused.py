@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import softseg.kernels.fused as fused_module
-from softseg import activate, region_statistics, tversky_loss
+from softseg import activate, region_statistics, set_value_checks, tversky_loss
 from softseg.kernels import fused_statistics
 from softseg.losses.region import loss_from_statistics
 from softseg.statistics import logit_statistics
@@ -390,3 +390,22 @@ def test_sigmoid_binary_bad_label():
         fused_statistics(torch.randn(1, 1, 5), torch.tensor([[0, 1, 2, 0, 1]]), activation="sigmoid")
     with pytest.raises(ValueError, match=r"target holds class index -1"):
         fused_statistics(torch.randn(1, 1, 5), torch.tensor([[0, 1, -1, 0, 1]]), activation="sigmoid", ignore_index=255)
+
+
+def test_sigmoid_binary_label_range_is_checked_on_the_forward_blocks():
+    # The binary sigmoid blocks check the labels' range on the blocks they convert anyway (no separate
+    # pass): a bad label in the last block is found; ignored or masked-out pixels may hold anything.
+    logits = torch.randn(2, 1, 300)
+    labels = torch.randint(0, 2, (2, 300), generator=torch.Generator().manual_seed(3))
+    labels[1, 290] = 3
+    with pytest.raises(ValueError, match=r"target holds class index 3; expected indices in \[0, 1\]"):
+        fused_statistics(logits, labels, activation="sigmoid")
+    ignored, _ = fused_statistics(logits, labels.masked_fill(labels == 3, 255), activation="sigmoid", ignore_index=255)
+    masked, _ = fused_statistics(logits, labels, activation="sigmoid", mask=labels != 3)
+    expected = region_statistics(logits.sigmoid(), labels.clamp_max(1), mask=labels != 3)
+    for value in (ignored, masked):
+        torch.testing.assert_close(value.tp, expected.tp)
+        torch.testing.assert_close(value.fn, expected.fn)
+    with set_value_checks(False):  # unchecked: no error, the label counts as its value
+        unchecked, _ = fused_statistics(logits, labels, activation="sigmoid")
+    assert torch.isfinite(unchecked.tp).all()
