@@ -60,6 +60,18 @@ def test_format_and_goals_from_known_rows():
     assert "- W1 speed-up over MONAI DiceLoss(soft_label=True) >= 3: 4.00 (met)" in goals
 
 
+def test_min_time_adds_timed_steps_up_to_the_cap(monkeypatch):
+    # Millisecond steps get more timed steps than --repeats, until they add up to min_time, capped.
+    def run(min_time):
+        [row] = benchmark.run_benchmark(workloads=["W3"], implementations=["cross_entropy"], scale=0.02, repeats=2,
+                                        warmup=0, fresh_process=False, install_peers=False, min_time=min_time)
+        return row["steps"]
+
+    assert run(0.0) == 2
+    monkeypatch.setattr(benchmark, "MAX_TIMED_STEPS", 7)
+    assert run(60.0) == 7  # a tiny step: the cap ends it long before a minute
+
+
 def test_scaled_workload_keeps_batch_and_classes():
     small = benchmark.WORKLOADS["W1"].scaled(0.1)
     assert small.shape == (2, 14, 10, 10, 10)
@@ -72,6 +84,7 @@ def test_scaled_workload_keeps_batch_and_classes():
         (["--repeats", "0"], "--repeats must be >= 1; got 0"),
         (["--scale", "0"], "--scale must be > 0; got 0"),
         (["--workloads", "W9"], "invalid choice: 'W9'"),
+        (["--min-time", "-1"], "--min-time must be >= 0; got -1.0"),
     ],
 )
 def test_bad_arguments_are_named(argv, match, capsys):

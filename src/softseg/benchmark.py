@@ -15,13 +15,18 @@ region_statistics, the reference path), ``monai`` (DiceLoss with ``soft_label=Tr
 in plain torch with a dense one-hot), and ``cross_entropy`` (``F.cross_entropy``; binary cross-entropy
 for W3), the baseline of every ratio.
 
-Method: each configuration runs in its own interpreter. It builds its inputs and runs one forward +
-backward (one-time costs: thread pools, lazy imports). Then it frees the gradient, hands the allocator's
-free memory back to the system (``malloc_trim``), records the resident set size (RSS), resets the
-kernel's peak-RSS mark (``/proc/self/clear_refs``), runs one forward + backward and reads the peak
-(``VmHWM``); "extra memory" is that peak minus the RSS before the step minus the logits' gradient, i.e.
-what the loss needs beyond the logits and their gradient. Then it runs ``--warmup`` untimed and
-``--repeats`` timed steps and reports the median wall time.
+Method: each configuration runs in two interpreters of its own. The first times it: one forward +
+backward for the one-time costs (thread pools, lazy imports), ``--warmup`` untimed and ``--repeats``
+timed steps, more while the timed steps add up to less than ``--min-time`` seconds (so a 3 ms step
+gets a median of about 150 steps, not 5: its ratios otherwise moved by ±0.2 between runs), and the
+median wall time. The second takes the memory: before anything else glibc is told to map every block
+of 64 KiB or more on its own and to trim its heap, so the resident set size (RSS) follows the live
+blocks, not what the allocator keeps for reuse; after one step for the one-time costs it frees the
+gradient, hands free memory back (``malloc_trim``), records the RSS, resets the kernel's peak-RSS mark
+(``/proc/self/clear_refs``), runs one forward + backward and reads the peak (``VmHWM``). "Extra
+memory" is that peak minus the RSS before the step minus the logits' gradient, i.e. what the loss
+needs beyond the logits and their gradient. (On CUDA the allocator's peak counter is exact in the
+timing process.)
 
 The table's ratios are ``median time / median time of cross_entropy`` on the same workload and
 ``extra peak memory / logits bytes``. ``main`` is the command line (``benchmarks/run.py``, ``softseg bench``);
@@ -95,6 +100,8 @@ WORKLOADS: dict[str, Workload] = {
 IMPLEMENTATIONS = ("softseg", "softseg-blocks", "softseg-unfused", "monai", "smp", "torch-reference", "cross_entropy")
 DEVICES = ("cpu", "cuda")
 QUICK_SCALE = 0.1
+DEFAULT_MIN_TIME = 0.5  # seconds of timed steps per configuration, at least (--min-time)
+MAX_TIMED_STEPS = 1000
 
 
 # ------------------------------------------------------------------------------------------ losses
@@ -235,6 +242,27 @@ def _release_free_memory() -> None:
         pass
 
 
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def _rss_follows_live_memory() -> None:
+    """From here on glibc maps every block of 64 KiB or more on its own and trims its heap above 128 KiB.
+
+    By default it keeps freed blocks for reuse, by thresholds that adapt to the sizes it has seen, so
+    the peak RSS of one step counted them or not by chance (W3's extra memory read 0.1x to 1.4x the
+    logits in repeated runs of the same code). With these settings the RSS follows the live blocks and
+    its peak is the step's. They change what allocation costs, so the timed steps run in another process.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+        libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):  # not glibc: the figure may count blocks kept for reuse
+        pass
+
+
 def _peak_rss_bytes() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -271,33 +299,27 @@ def _measure(
     repeats: int,
     warmup: int,
     threads: int | None,
-    memory: bool = True,
     device: str = "cpu",
+    min_time: float = 0.0,
 ) -> dict:
-    """Run one configuration in this process: extra peak memory of the first step, median time of the rest.
+    """Run one configuration in this process: the median time of the timed steps (and CUDA's extra memory).
 
-    ``memory=False`` skips the CPU memory figure (it is only meaningful in a fresh process); on CUDA the
-    allocator's own peak counter gives it in any process.
+    At least ``repeats`` timed steps, more until they add up to ``min_time`` seconds (at most
+    ``MAX_TIMED_STEPS``). On CUDA the allocator's own peak counter gives the extra memory of one more
+    step; on CPU ``extra_bytes`` is None: :func:`_measure_memory` takes it, in a process of its own.
     """
-    if threads:
-        torch.set_num_threads(threads)
-    row = {"workload": workload.name, "implementation": implementation, "shape": list(workload.shape)}
-    try:
-        loss_fn = _loss_function(workload, implementation, device)
-    except (ImportError, NotImplementedError) as error:
-        status = "not installed" if isinstance(error, ImportError) else "not supported"
-        return dict(row, status=status, note=str(error).splitlines()[0][:120])
+    row, loss_fn = _configuration(workload, implementation, threads, device)
+    if loss_fn is None:
+        return row
     logits, target = _inputs(workload, device=device)
     logits_bytes = logits.numel() * logits.element_size()
     loss_fn(logits, target).backward()  # one-time costs (thread pools, lazy imports) stay out of the figures
     cuda = device == "cuda"
-    extra = None
-    if cuda:
-        extra = _extra_cuda_bytes(loss_fn, logits, target)
-    elif memory and sys.platform.startswith("linux") and _reset_peak_rss():
-        extra = _extra_cpu_bytes(loss_fn, logits, target)
+    for _ in range(warmup):
+        logits.grad = None
+        loss_fn(logits, target).backward()
     times = []
-    for step in range(warmup + repeats):
+    while len(times) < repeats or (sum(times) < min_time and len(times) < MAX_TIMED_STEPS):
         logits.grad = None
         if cuda:
             torch.cuda.synchronize()
@@ -305,16 +327,48 @@ def _measure(
         loss_fn(logits, target).backward()
         if cuda:
             torch.cuda.synchronize()  # the kernels run asynchronously: wait for them before reading the clock
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
+    extra = _extra_cuda_bytes(loss_fn, logits, target) if cuda else None
     return dict(
         row,
         status="ok",
         median_s=statistics.median(times),
+        steps=len(times),
         extra_bytes=extra,
         logits_bytes=logits_bytes,
         loss=float(loss_fn(logits, target).detach()),
     )
+
+
+def _configuration(workload: Workload, implementation: str, threads: int | None, device: str):
+    """The row's keys and the loss function, or a finished row ("not installed", "not supported") and None."""
+    if threads:
+        torch.set_num_threads(threads)
+    row = {"workload": workload.name, "implementation": implementation, "shape": list(workload.shape)}
+    try:
+        return row, _loss_function(workload, implementation, device)
+    except (ImportError, NotImplementedError) as error:
+        status = "not installed" if isinstance(error, ImportError) else "not supported"
+        return dict(row, status=status, note=str(error).splitlines()[0][:120]), None
+
+
+def _measure_memory(workload: Workload, implementation: str, threads: int | None) -> dict:
+    """CPU extra peak memory of one step, in a fresh process whose allocator maps big blocks on their own.
+
+    :func:`_rss_follows_live_memory` comes first, before any input exists, so the RSS follows the live
+    blocks all along (set later, blocks kept from earlier steps were reused uncounted); then one step for
+    the one-time costs and the measured one (:func:`_extra_cpu_bytes`). ``extra_bytes`` is None off Linux.
+    """
+    if sys.platform.startswith("linux"):
+        _rss_follows_live_memory()
+    row, loss_fn = _configuration(workload, implementation, threads, "cpu")
+    if loss_fn is None:
+        return row
+    logits, target = _inputs(workload)
+    loss_fn(logits, target).backward()
+    linux = sys.platform.startswith("linux") and _reset_peak_rss()
+    extra = _extra_cpu_bytes(loss_fn, logits, target) if linux else None
+    return dict(row, status="ok", extra_bytes=extra, logits_bytes=logits.numel() * logits.element_size())
 
 
 def _measure_in_fresh_process(spec: dict, timeout: float) -> dict:
@@ -362,6 +416,7 @@ def run_benchmark(
     timeout: float = 900.0,
     progress: Callable[[dict], None] | None = None,
     device: str = "cpu",
+    min_time: float = 0.0,
 ) -> list[dict]:
     r"""Measure every (workload, implementation): median forward + backward time and extra peak memory.
 
@@ -372,14 +427,15 @@ def run_benchmark(
     Convention:
         - ``workloads``: names in ``WORKLOADS``; ``implementations``: from ``IMPLEMENTATIONS``.
         - ``scale`` multiplies every spatial side (1 = the issue's sizes); ``repeats`` timed steps after
-          ``warmup`` untimed ones, torch's thread count unless ``threads`` is given.
+          ``warmup`` untimed ones, more until they add up to ``min_time`` seconds (at most
+          ``MAX_TIMED_STEPS``); torch's thread count unless ``threads`` is given.
         - ``fresh_process=True``: one interpreter per configuration (the CPU memory figure needs it; with
           ``False`` it is None on CPU). ``install_peers``: pip-install a missing MONAI, else skip its rows.
         - ``device``: ``"cpu"`` or ``"cuda"`` (inputs drawn on the CPU, then moved; each step is
           synchronized before the clock is read). ``softseg-blocks`` rows are "not supported" off CUDA.
         - Returns one dict per row: ``workload``, ``implementation``, ``status`` (``"ok"``, ``"not
           installed"``, ``"not supported"``, ``"skipped"``, ``"failed"``, ``"timed out"``) and, when ok,
-          ``median_s``, ``extra_bytes``, ``logits_bytes`` and the ``loss`` value.
+          ``median_s``, ``steps`` (timed), ``extra_bytes``, ``logits_bytes`` and the ``loss`` value.
 
     Example:
         >>> rows = run_benchmark(workloads=["W3"], implementations=["softseg"], scale=0.02, repeats=1,
@@ -396,11 +452,14 @@ def run_benchmark(
                 row = {"workload": name, "implementation": "monai", "status": "skipped", "note": monai_missing}
             elif fresh_process:
                 spec = {"workload": name, "implementation": implementation, "scale": scale, "repeats": repeats,
-                        "warmup": warmup, "threads": threads, "device": device}
-                row = _measure_in_fresh_process(spec, timeout)
+                        "warmup": warmup, "threads": threads, "device": device, "min_time": min_time}
+                row = _measure_in_fresh_process(dict(spec, part="time"), timeout)
+                if row["status"] == "ok" and device == "cpu":  # the memory figure in a process of its own
+                    memory = _measure_in_fresh_process(dict(spec, part="memory"), timeout)
+                    row["extra_bytes"] = memory.get("extra_bytes") if memory["status"] == "ok" else None
             else:
                 row = _measure(workload, implementation, repeats=repeats, warmup=warmup, threads=threads,
-                               memory=False, device=device)
+                               device=device, min_time=min_time)
             rows.append(row)
             if progress is not None:
                 progress(row)
@@ -496,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Convention:
         ``argv`` as ``sys.argv[1:]`` (None: the real command line): ``--workloads``, ``--implementations``,
-        ``--quick`` (spatial sides x 0.1, 2 timed steps), ``--scale``, ``--repeats``, ``--warmup``,
+        ``--quick`` (spatial sides x 0.1, 2 timed steps), ``--scale``, ``--repeats``, ``--min-time``, ``--warmup``,
         ``--threads``, ``--no-install``, ``--process fresh|same`` (``--in-process``: same), ``--json PATH``.
         Returns the exit status 0; bad arguments exit with argparse's message (status 2).
 
@@ -523,6 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "checks that every configuration runs, in seconds (the figures mean nothing)")
     parser.add_argument("--scale", type=float, default=None, help="multiply every spatial side by this (default 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per configuration (default 5)")
+    parser.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
+                        help=f"more timed steps until they add up to this (default {DEFAULT_MIN_TIME}, 0 with "
+                        f"--quick; at most {MAX_TIMED_STEPS} steps)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
@@ -541,8 +603,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         spec = json.loads(args.worker)
         workload = WORKLOADS[spec["workload"]].scaled(spec["scale"])
-        row = _measure(workload, spec["implementation"], repeats=spec["repeats"], warmup=spec["warmup"],
-                       threads=spec["threads"], device=spec.get("device", "cpu"))
+        if spec.get("part") == "memory":
+            row = _measure_memory(workload, spec["implementation"], spec["threads"])
+        else:
+            row = _measure(workload, spec["implementation"], repeats=spec["repeats"], warmup=spec["warmup"],
+                           threads=spec["threads"], device=spec.get("device", "cpu"),
+                           min_time=spec.get("min_time", 0.0))
         print(json.dumps(row))
         return 0
 
@@ -551,15 +617,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cuda and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 20 if cuda else 5)
+    min_time = args.min_time if args.min_time is not None else (0.0 if args.quick else DEFAULT_MIN_TIME)
     implementations = args.implementations or [
         name for name in IMPLEMENTATIONS if cuda or name != "softseg-blocks"
     ]
     fresh = args.process == "fresh" if args.process else not args.quick
-    for name, value, minimum in (("--scale", scale, 0), ("--repeats", repeats, 1), ("--warmup", args.warmup, 0)):
+    for name, value, minimum in (
+        ("--scale", scale, 0), ("--repeats", repeats, 1), ("--warmup", args.warmup, 0), ("--min-time", min_time, 0)
+    ):
         if not (value > minimum if name == "--scale" else value >= minimum):
             parser.error(f"{name} must be {'>' if name == '--scale' else '>='} {minimum}; got {value}")
     print(f"machine: {_machine_description(args.device)}", flush=True)
-    print(f"scale {scale}, {repeats} timed steps after {args.warmup} warm-up, "
+    print(f"scale {scale}, {repeats} timed steps (more up to {min_time:g} s) after {args.warmup} warm-up, "
           f"{'one fresh process per configuration' if fresh else 'all in this process'}"
           f"{'' if fresh or cuda else ', no memory figure'}, on {args.device}",
           flush=True)
@@ -579,6 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         install_peers=not args.no_install,
         progress=progress,
         device=args.device,
+        min_time=min_time,
     )
     print()
     print(_format_table(rows))
