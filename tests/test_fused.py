@@ -3,6 +3,8 @@ every target kind, ignore setting, norm, aggregation and dtype; gradcheck; saved
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -409,3 +411,24 @@ def test_sigmoid_binary_label_range_is_checked_on_the_forward_blocks():
     with set_value_checks(False):  # unchecked: no error, the label counts as its value
         unchecked, _ = fused_statistics(logits, labels, activation="sigmoid")
     assert torch.isfinite(unchecked.tp).all()
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_dense_target_range_is_checked_on_the_forward_blocks(activation, masked):
+    # The dense blocks take the target's (min, max) while they read it; the [0, 1] check sees every pixel,
+    # masked-out ones too (as the separate check did), in any block, and NaN; checks off: no error.
+    target = torch.rand(2, 3, 300, generator=torch.Generator().manual_seed(4))
+    mask = {"mask": torch.rand(2, 1, 300, generator=torch.Generator().manual_seed(5)) > 0.5} if masked else {}
+    for value, message in ((1.25, r"found values in \[0.\d+, 1.25\]"), (-0.5, r"found values in \[-0.5, "),
+                           (math.nan, "found NaN")):
+        bad = target.clone()
+        bad[1, 2, 290] = value
+        if masked:
+            mask["mask"][1, 0, 290] = False
+        with pytest.raises(ValueError, match=r"target must hold values in \[0, 1\]; " + message):
+            fused_statistics(torch.randn(2, 3, 300), bad, activation=activation, **mask)
+        with set_value_checks(False):
+            fused_statistics(torch.randn(2, 3, 300), bad, activation=activation, **mask)
+    stats, _ = fused_statistics(torch.zeros(2, 3, 300), target, activation=activation, **mask)
+    assert torch.isfinite(stats.tp).all()

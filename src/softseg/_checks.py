@@ -180,6 +180,11 @@ def check_unit_interval(name: str, value: Tensor) -> None:
     if _skip_value_checks() or value.numel() == 0:
         return
     low, high = torch.stack(torch.aminmax(value.detach())).tolist()  # one device-to-host copy
+    check_unit_interval_bounds(name, low, high)
+
+
+def check_unit_interval_bounds(name: str, low: float, high: float) -> None:
+    """The verdict of :func:`check_unit_interval` on a tensor's smallest and largest value (NaN: either)."""
     if math.isnan(low) or math.isnan(high):
         raise ValueError(f"{name} must hold values in [0, 1]; found NaN")
     if low < 0 or high > 1:

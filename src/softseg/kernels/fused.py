@@ -38,7 +38,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from softseg._checks import ACTIVATIONS, check_choice, check_labels, check_unit_interval, value_checks_enabled
+from softseg._checks import (
+    ACTIVATIONS,
+    check_choice,
+    check_labels,
+    check_unit_interval,
+    check_unit_interval_bounds,
+    value_checks_enabled,
+)
 from softseg.activation import activate
 from softseg.kernels.triton_fused import (
     RegionLossOptions,
@@ -139,14 +146,14 @@ def fused_statistics(
             mask=mask,
             cross_entropy=cross_entropy,
         )
-    # Binary labels on the sigmoid blocks: the forward pass converts them anyway and returns their range, so
-    # they are checked there instead of in a separate pass over 8 bytes a pixel (W3: about 5% of a step).
-    binary_blocks = (
-        kind == "index" and activation == "sigmoid" and input.shape[1] == 1 and not cross_entropy
-        and not triton_applies(input)
-    )
+    # Binary labels on the sigmoid blocks and dense targets on any torch blocks: the forward pass reads them
+    # anyway and returns their range, so they are checked there instead of in a separate pass over them
+    # (W3: about 5% of a step; W4: 4 bytes a pixel and class).
+    blocks = not triton_applies(input)
+    binary_blocks = blocks and kind == "index" and activation == "sigmoid" and input.shape[1] == 1 and not cross_entropy
+    dense_blocks = blocks and kind == "dense"
     logits, labels, dense, weight = _flat_inputs(
-        input, target, kind, ignore_index=ignore_index, mask=mask, check=not binary_blocks
+        input, target, kind, ignore_index=ignore_index, mask=mask, check=not (binary_blocks or dense_blocks)
     )
     if triton_applies(logits):
         tp, fp, fn, target_max, ce = TritonRegionStatistics.apply(
@@ -162,9 +169,11 @@ def fused_statistics(
                 _index_labels(target, 1, ignore_index=ignore_index, mask=mask)
         ce = None
     else:
-        tp, fp, fn, target_max, ce = _FusedRegionStatistics.apply(
+        tp, fp, fn, target_max, ce, target_range = _FusedRegionStatistics.apply(
             logits, dense, labels, weight, activation, norm, cross_entropy
         )
+        if dense_blocks and value_checks_enabled():
+            check_unit_interval_bounds("target", *target_range.tolist())
     return RegionStatistics(tp, fp, fn, target_max), (ce if cross_entropy else None)
 
 
@@ -230,7 +239,7 @@ def _flat_inputs(
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """(B, C, N) logits, and the labels (B, N) or the dense target (B, C, N), and the pixel weight.
 
-    ``check=False`` leaves the index labels' range to the caller.
+    ``check=False`` leaves the index labels' range, or the dense target's [0, 1] check, to the caller.
     """
     batch, channels = input.shape[:2]
     pixels = math.prod(input.shape[2:])
@@ -238,7 +247,8 @@ def _flat_inputs(
     if kind == "index":
         labels, weight = _index_labels(target, channels, ignore_index=ignore_index, mask=mask, check=check)
         return logits, labels, None, weight
-    check_unit_interval("target", target)
+    if check:
+        check_unit_interval("target", target)
     weight = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
     return logits, None, target.reshape(batch, channels, pixels), weight
 
@@ -409,7 +419,11 @@ def _run_blocks(device: torch.device, ranges: list, body) -> list:
 
 
 class _FusedRegionStatistics(torch.autograd.Function):
-    """tp, fp, fn, target_max and cross-entropy sums, (B, C) each, of act(logits) against the target."""
+    """tp, fp, fn, target_max and cross-entropy sums, (B, C) each, of act(logits) against the target.
+
+    A sixth output, (min, max) of a dense target over all pixels (masked-out ones too), is for the
+    caller's [0, 1] check: the blocks read the target anyway (empty for index labels).
+    """
 
     @staticmethod
     def forward(ctx, logits, dense, labels, weight, activation, norm, with_ce):
@@ -424,6 +438,8 @@ class _FusedRegionStatistics(torch.autograd.Function):
             tp, pred_mass, target_mass, target_max, ce = (
                 torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(5)
             )
+            target_low = torch.full((batch, channels), math.inf, dtype=acc, device=logits.device)
+            target_high = torch.full((batch, channels), -math.inf, dtype=acc, device=logits.device)
             for start, stop in ranges:
                 block = logits[:, :, start:stop]
                 y = _block_target(dense, labels, channels, start, stop, acc)
@@ -444,30 +460,39 @@ class _FusedRegionStatistics(torch.autograd.Function):
                 pred_mass += p_mass.sum(-1)
                 target_mass += y_mass.sum(-1)
                 if not binary:  # for labels target_max is "count > 0", set below
-                    torch.maximum(target_max, counted_y.amax(-1), out=target_max)
+                    # The whole target's range, for the caller's check (aminmax with a dim is 25x slower here).
+                    low, high = y.amin(-1), y.amax(-1)
+                    torch.minimum(target_low, low, out=target_low)
+                    torch.maximum(target_high, high, out=target_high)
+                    torch.maximum(target_max, high if m is None else counted_y.amax(-1), out=target_max)
                 if with_ce:
                     if softmax:  # -y log x = y (shift - z + log-sum)
                         ce_terms = y * torch.sub(shift, block).add_(log_total)
                     else:  # binary cross-entropy from logits: -(y log x + (1 - y) log(1 - x)) = (1 - y) z - log x
                         ce_terms = (1 - y) * z - F.logsigmoid(z)
                     ce += (ce_terms if m is None else ce_terms * m).sum(-1)
-            return tp, pred_mass, target_mass, target_max, ce
+            return tp, pred_mass, target_mass, target_max, ce, target_low, target_high
 
         run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
         ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction)
         parts = run(logits.device, ranges, sums)
-        tp, pred_mass, target_mass, _, ce = (sum(values) for values in zip(*parts))
+        tp, pred_mass, target_mass, _, ce = (sum(values) for values in list(zip(*parts))[:5])
         if binary:
             target_max = (target_mass > 0).to(acc)
+            target_range = tp.new_zeros(0)
         else:
             target_max = torch.stack([part[3] for part in parts]).amax(0)
+            low = torch.stack([part[5] for part in parts]).amin()
+            target_range = torch.stack([low, torch.stack([part[6] for part in parts]).amax()])
         ctx.save_for_backward(logits, dense, labels, weight, lse_head, lse_tail)
         ctx.options = (activation, norm, with_ce)
-        return statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, with_ce=with_ce)
+        ctx.mark_non_differentiable(target_range)
+        outputs = statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, with_ce=with_ce)
+        return (*outputs, target_range)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce):
+    def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce, _grad_target_range):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None, None
         logits, dense, labels, weight, lse_head, lse_tail = ctx.saved_tensors
