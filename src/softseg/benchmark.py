@@ -1,4 +1,4 @@
-r"""Time and memory of softseg's losses against their peers, one fresh process per configuration.
+r"""Time and memory of softseg's losses against their peers, fresh processes per configuration.
 
 Workloads (float32 logits, forward + backward; the issue's W1-W5):
 
@@ -570,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="softseg-benchmark",
         description="Forward + backward time and extra peak memory of softseg's losses, MONAI, smp, a plain "
-        "torch reference and F.cross_entropy, one fresh process per configuration.",
+        "torch reference and F.cross_entropy, in fresh processes per configuration (one times, one measures memory).",
     )
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS),
                         metavar="NAME", help=f"workloads to run (default: all of {', '.join(WORKLOADS)})")
@@ -629,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{name} must be {'>' if name == '--scale' else '>='} {minimum}; got {value}")
     print(f"machine: {_machine_description(args.device)}", flush=True)
     print(f"scale {scale}, {repeats} timed steps (more up to {min_time:g} s) after {args.warmup} warm-up, "
-          f"{'one fresh process per configuration' if fresh else 'all in this process'}"
+          f"{'fresh processes per configuration' if fresh else 'all in this process'}"
           f"{'' if fresh or cuda else ', no memory figure'}, on {args.device}",
           flush=True)
 

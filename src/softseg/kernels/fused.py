@@ -609,7 +609,9 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
                 _log_sum_exp(shift, log_total, lse_head[:, :, start:stop], lse_tail[:, :, start:stop])
                 if with_ce:  # -log x_label = shift - z_label + log-sum
                     nll = torch.sub(shift, block.gather(1, index)).add_(log_total)
-                    ce.scatter_add_(1, block_labels, (nll if weight is None else nll * weight[:, :, start:stop]).squeeze(1))
+                    if weight is not None:
+                        nll = nll * weight[:, :, start:stop]
+                    ce.scatter_add_(1, block_labels, nll.squeeze(1))
             # The class counts need only the labels: one bincount per image over this part's pixels.
             part = slice(ranges[0][0], ranges[-1][1])
             count = _label_counts(labels[:, part], None if weight is None else weight[:, :, part], channels, acc)
