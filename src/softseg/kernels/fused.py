@@ -323,10 +323,14 @@ def _log_sum_exp(shift: Tensor, log_total: Tensor, head: Tensor, tail: Tensor) -
 
 
 def _log_sum_exp_buffers(batch: int, pixels: int, acc: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Empty (B, 1, N) head (``acc``) and tail (bfloat16) of the pixels' log-sum-exp, for :func:`_log_sum_exp`."""
+    """Empty (B, 1, N) head (``acc``) and tail of the pixels' log-sum-exp, for :func:`_log_sum_exp`.
+
+    The tail is bfloat16 on CPU and CUDA, ``acc`` elsewhere (MPS has bfloat16 from macOS 14 only).
+    """
+    tail_dtype = torch.bfloat16 if device.type in ("cpu", "cuda") else acc
     return (
         torch.empty(batch, 1, pixels, dtype=acc, device=device),
-        torch.empty(batch, 1, pixels, dtype=torch.bfloat16, device=device),
+        torch.empty(batch, 1, pixels, dtype=tail_dtype, device=device),
     )
 
 
