@@ -547,11 +547,11 @@ class _FusedRegionStatistics(torch.autograd.Function):
                 if activation == "softmax":
                     # x (g - sum_c x_c g_c + sum_c W_c) - W, in place in p.
                     grad_p.mul_(p)
-                    shift = grad_p.sum(1, keepdim=True)
+                    projection = grad_p.sum(1, keepdim=True)  # sum_c x_c g_c, then less sum_c W_c
                     if ce_weighted is not None:
-                        shift.sub_(ce_weighted.sum(1, keepdim=True))
+                        projection.sub_(ce_weighted.sum(1, keepdim=True))
                         grad_p.sub_(ce_weighted)
-                    p.mul_(shift.neg_()).add_(grad_p)
+                    p.mul_(projection.neg_()).add_(grad_p)
                 else:
                     torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=p)  # g x (1 - x)
                     if ce_weighted is not None:
