@@ -150,6 +150,40 @@ def test_fused_equals_reference_property(batch, channels, pixels, activation, no
     _compare(logits, target, activation, norm, options)
 
 
+@given(
+    channels=st.integers(2, 6),
+    pixels=st.integers(1, 400),
+    offset=st.floats(-3e3, 3e3),
+    spread=st.floats(0.1, 30.0),
+    kind=st.sampled_from(["index", "index_ignore", "dense", "dense_pixel_mask"]),
+    norm=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_float32_softmax_blocks_match_float64_property(channels, pixels, offset, spread, kind, norm, seed):
+    # The float32 exp2 softmax (per-pixel max shift, log-sum-exp head + tail) against the float64 reference
+    # on the same float32 logits, at any offset and spread: values, cross-entropy and gradient to float32
+    # precision, relative to each quantity's own scale.
+    gen = torch.Generator().manual_seed(seed)
+    fast_in = (torch.randn(2, channels, pixels, generator=gen) * spread + offset).requires_grad_()
+    exact_in = fast_in.detach().double().requires_grad_()
+    target, options = _targets(kind, 2, channels, (pixels,), dtype=torch.float64, seed=seed)
+    fast_stats, fast_ce = fused_statistics(fast_in, target.float() if kind.startswith("dense") else target,
+                                           norm=norm, cross_entropy=True, **options)
+    mask = options.get("mask")
+    exact_stats, exact_ce = fused_module._reference_statistics(
+        exact_in, target, kind=kind.split("_")[0], activation="softmax", norm=norm, cross_entropy=True,
+        ignore_index=options.get("ignore_index"), mask=mask,
+    )
+    values, reference = [*fast_stats[:3], fast_ce], [*exact_stats[:3], exact_ce]
+    for value, expected in zip(values, reference):
+        torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-5 * (1 + expected.abs().max().item()))
+    coefs = [torch.randn(expected.shape, generator=gen, dtype=torch.float64) for expected in reference]
+    sum((c * v).sum() for c, v in zip(coefs, values)).backward()
+    sum((c * v).sum() for c, v in zip(coefs, reference)).backward()
+    scale = exact_in.grad.abs().max().item()
+    torch.testing.assert_close(fast_in.grad.double(), exact_in.grad, rtol=0, atol=5e-5 * scale + 5e-7)
+
+
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
 @pytest.mark.parametrize("norm", [1, 2])
 @pytest.mark.parametrize("kind", ["index_ignore", "dense_class_mask"])
