@@ -149,30 +149,32 @@ def fused_statistics(
     # Binary labels on the sigmoid blocks and dense targets on any torch blocks: the forward pass reads them
     # anyway and returns their range, so they are checked there instead of in a separate pass over them
     # (W3: about 5% of a step; W4: 4 bytes a pixel and class).
-    blocks = not triton_applies(input)
-    binary_blocks = blocks and kind == "index" and activation == "sigmoid" and input.shape[1] == 1 and not cross_entropy
-    dense_blocks = blocks and kind == "dense"
+    use_triton = triton_applies(input)
+    binary_sigmoid = kind == "index" and activation == "sigmoid" and input.shape[1] == 1 and not cross_entropy
+    range_in_forward = value_checks_enabled() and not use_triton and (kind == "dense" or binary_sigmoid)
     logits, labels, dense, weight = _flat_inputs(
-        input, target, kind, ignore_index=ignore_index, mask=mask, check=not (binary_blocks or dense_blocks)
+        input, target, kind, ignore_index=ignore_index, mask=mask, check=not range_in_forward
     )
-    if triton_applies(logits):
+    if use_triton:
         tp, fp, fn, target_max, ce = TritonRegionStatistics.apply(
             logits, labels, dense, weight, activation, norm, cross_entropy
         )
     elif kind == "index" and activation == "softmax":
         tp, fp, fn, target_max, ce = _FusedSoftmaxIndexStatistics.apply(logits, labels, weight, norm, cross_entropy)
     elif kind == "index" and not cross_entropy:
-        tp, fp, fn, target_max, label_range = _FusedSigmoidIndexStatistics.apply(logits, labels, weight, norm)
-        if binary_blocks and value_checks_enabled():
+        tp, fp, fn, target_max, label_range = _FusedSigmoidIndexStatistics.apply(
+            logits, labels, weight, norm, range_in_forward
+        )
+        if range_in_forward:
             low, high = label_range.tolist()
             if low < 0 or high > 1:  # the full check names the offending label
                 _index_labels(target, 1, ignore_index=ignore_index, mask=mask)
         ce = None
     else:
         tp, fp, fn, target_max, ce, target_range = _FusedRegionStatistics.apply(
-            logits, dense, labels, weight, activation, norm, cross_entropy
+            logits, dense, labels, weight, activation, norm, cross_entropy, range_in_forward
         )
-        if dense_blocks and value_checks_enabled():
+        if range_in_forward:
             check_unit_interval_bounds("target", *target_range.tolist())
     return RegionStatistics(tp, fp, fn, target_max), (ce if cross_entropy else None)
 
@@ -334,17 +336,15 @@ def _log_sum_exp_buffers(batch: int, pixels: int, acc: torch.dtype, device: torc
     )
 
 
-def _block_softmax(logits: Tensor, acc: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """Softmax over dim 1 of one (B, C, n) block in ``acc``, its shift (the max logit) and log-sum (B, 1, n).
+def _block_exponentials(logits: Tensor, acc: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """e = exp(z - shift) of one (B, C, n) block in ``acc``, the shift (max logit) and total sum_c e (B, 1, n).
 
-    Reads the (strided) block in place: torch's own softmax would first copy it to a contiguous one.
-    log-sum-exp = shift + log-sum.
+    The softmax is e / total and the log-sum-exp shift + log(total). Reads the (strided) block in place:
+    torch's own softmax would first copy it to a contiguous one.
     """
     shift = logits.amax(1, keepdim=True).to(acc)
-    probs = _shifted_exp(logits, shift)
-    total = probs.sum(1, keepdim=True)
-    probs.div_(total)
-    return probs, shift, total.log_()
+    exp = _shifted_exp(logits, shift)
+    return exp, shift, exp.sum(1, keepdim=True)
 
 
 def _block_ranges(
@@ -425,12 +425,12 @@ def _run_blocks(device: torch.device, ranges: list, body) -> list:
 class _FusedRegionStatistics(torch.autograd.Function):
     """tp, fp, fn, target_max and cross-entropy sums, (B, C) each, of act(logits) against the target.
 
-    A sixth output, (min, max) of a dense target over all pixels (masked-out ones too), is for the
-    caller's [0, 1] check: the blocks read the target anyway (empty for index labels).
+    With ``with_range`` a sixth output, (min, max) of a dense target over all pixels (masked-out ones
+    too), is for the caller's [0, 1] check: the blocks read the target anyway (otherwise it is empty).
     """
 
     @staticmethod
-    def forward(ctx, logits, dense, labels, weight, activation, norm, with_ce):
+    def forward(ctx, logits, dense, labels, weight, activation, norm, with_ce, with_range):
         batch, channels, pixels = logits.shape
         acc = accumulation_dtype(logits.dtype)
         binary = dense is None  # index targets are 0/1: min(x, y) = x y, gradient y
@@ -449,7 +449,9 @@ class _FusedRegionStatistics(torch.autograd.Function):
                 y = _block_target(dense, labels, channels, start, stop, acc)
                 m = None if weight is None else weight[:, :, start:stop].to(acc)
                 if softmax:
-                    p, shift, log_total = _block_softmax(block, acc)
+                    p, shift, total = _block_exponentials(block, acc)
+                    p.div_(total)
+                    log_total = total.log_()
                     _log_sum_exp(shift, log_total, lse_head[:, :, start:stop], lse_tail[:, :, start:stop])
                 else:
                     z = block.to(acc)
@@ -464,11 +466,11 @@ class _FusedRegionStatistics(torch.autograd.Function):
                 pred_mass += p_mass.sum(-1)
                 target_mass += y_mass.sum(-1)
                 if not binary:  # for labels target_max is "count > 0", set below
-                    # The whole target's range, for the caller's check (aminmax with a dim is 25x slower here).
-                    low, high = y.amin(-1), y.amax(-1)
-                    torch.minimum(target_low, low, out=target_low)
-                    torch.maximum(target_high, high, out=target_high)
-                    torch.maximum(target_max, high if m is None else counted_y.amax(-1), out=target_max)
+                    counted_max = counted_y.amax(-1)
+                    torch.maximum(target_max, counted_max, out=target_max)
+                    if with_range:  # the whole target's (aminmax with a dim is 25x slower here)
+                        torch.minimum(target_low, y.amin(-1), out=target_low)
+                        torch.maximum(target_high, counted_max if m is None else y.amax(-1), out=target_high)
                 if with_ce:
                     if softmax:  # -y log x = y (shift - z + log-sum)
                         ce_terms = y * torch.sub(shift, block).add_(log_total)
@@ -483,9 +485,10 @@ class _FusedRegionStatistics(torch.autograd.Function):
         tp, pred_mass, target_mass, _, ce = (sum(values) for values in list(zip(*parts))[:5])
         if binary:
             target_max = (target_mass > 0).to(acc)
-            target_range = tp.new_zeros(0)
         else:
             target_max = torch.stack([part[3] for part in parts]).amax(0)
+        target_range = tp.new_zeros(0)
+        if with_range and not binary:
             low = torch.stack([part[5] for part in parts]).amin()
             target_range = torch.stack([low, torch.stack([part[6] for part in parts]).amax()])
         ctx.save_for_backward(logits, dense, labels, weight, lse_head, lse_tail)
@@ -498,15 +501,13 @@ class _FusedRegionStatistics(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce, _grad_target_range):
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None, None
+            return None, None, None, None, None, None, None, None
         logits, dense, labels, weight, lse_head, lse_tail = ctx.saved_tensors
         activation, norm, with_ce = ctx.options
         batch, channels, pixels = logits.shape
         acc = accumulation_dtype(logits.dtype)
         binary = dense is None
-        # dL/dx = m (A + B h): A from the prediction mass, B from the overlap (module docstring).
-        coef_a = grad_fp.to(acc).unsqueeze(-1)
-        coef_b = (grad_tp - grad_fp - grad_fn).to(acc).unsqueeze(-1)
+        coef_a, coef_b = (coef.unsqueeze(-1) for coef in _gradient_coefficients(grad_tp, grad_fp, grad_fn, acc))
         half_b = coef_b / 2
         coef_ce = grad_ce.to(acc).unsqueeze(-1) if with_ce else None
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
@@ -561,7 +562,12 @@ class _FusedRegionStatistics(torch.autograd.Function):
 
         run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
         run(logits.device, _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction), fill)
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
+
+
+def _gradient_coefficients(grad_tp: Tensor, grad_fp: Tensor, grad_fn: Tensor, acc: torch.dtype) -> tuple[Tensor, Tensor]:
+    """A = G_fp and B = G_tp - G_fp - G_fn, (B, C) each in ``acc``: dL/dx = m (A + B h) (module docstring)."""
+    return grad_fp.to(acc), (grad_tp - grad_fp - grad_fn).to(acc)
 
 
 def _label_counts(labels: Tensor, weight: Tensor | None, channels: int, acc: torch.dtype) -> Tensor:
@@ -601,9 +607,7 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
                 block = logits[:, :, start:stop]
                 block_labels = labels[:, start:stop]
                 index = block_labels.unsqueeze(1)
-                shift = block.amax(1, keepdim=True).to(acc)
-                exp = _shifted_exp(block, shift)
-                total = exp.sum(1, keepdim=True)
+                exp, shift, total = _block_exponentials(block, acc)
                 inverse = total.reciprocal()
                 scale = inverse if weight is None else inverse * weight[:, :, start:stop]
                 tp.scatter_add_(1, block_labels, exp.gather(1, index).mul_(scale).squeeze(1))
@@ -637,8 +641,7 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
         norm, with_ce = ctx.options
         batch, channels, pixels = logits.shape
         acc = accumulation_dtype(logits.dtype)
-        coef_a = grad_fp.to(acc)
-        coef_b = (grad_tp - grad_fp - grad_fn).to(acc)
+        coef_a, coef_b = _gradient_coefficients(grad_tp, grad_fp, grad_fn, acc)
         coef_ce = grad_ce.to(acc) if with_ce else None
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
 
@@ -681,16 +684,16 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
 class _FusedSigmoidIndexStatistics(torch.autograd.Function):
     """The sigmoid + index-target case of :class:`_FusedRegionStatistics` (no cross-entropy), in closed form.
 
-    C = 1: the 0/1 labels are the target itself (y = label as a float, no comparison), and their range
-    (min, max) is the extra output, taken from the converted blocks (the caller checks it: no separate
-    pass over the labels);
+    C = 1: the 0/1 labels are the target itself (y = label as a float, no comparison); with
+    ``with_range`` their range (min, max) is the extra output, taken from the converted blocks (the
+    caller checks it: no separate pass over the labels), otherwise it is empty.
     C > 1: the label indicator stays implicit, as in :class:`_FusedSoftmaxIndexStatistics` (gather and
     scatter_add), and the range output is empty. With x = sigmoid(z), dL/dz = m x (1 - x) (A' + B h),
     A' = A (norm 1) or 2 A x (norm 2).
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, weight, norm):
+    def forward(ctx, logits, labels, weight, norm, with_range):
         batch, channels, pixels = logits.shape
         acc = accumulation_dtype(logits.dtype)
 
@@ -707,7 +710,8 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
                 pred_mass += (p if mass is None else mass).sum(-1)
                 if channels == 1:  # labels are 0/1 (checked), 0 where not counted: y is the label itself
                     y = labels[:, None, start:stop].to(acc)
-                    label_ranges.append(torch.stack(torch.aminmax(y)))
+                    if with_range:
+                        label_ranges.append(torch.stack(torch.aminmax(y)))
                     target_mass += y.sum(-1)
                     tp += y.mul_(p).sum(-1)
                 else:
@@ -723,7 +727,7 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
         ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=SIGMOID_BLOCK_FRACTION)
         [(tp, pred_mass, target_mass, label_ranges)] = _run_inline(logits.device, ranges, sums)
         target_max = (target_mass > 0).to(acc)
-        if label_ranges:  # C = 1: (min, max) over the blocks
+        if label_ranges:  # (min, max) over the blocks
             bounds = torch.stack(label_ranges)
             label_range = torch.stack([bounds[:, 0].amin(), bounds[:, 1].amax()])
         else:
@@ -737,13 +741,12 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, _grad_label_range):
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None, None, None
         logits, labels, weight = ctx.saved_tensors
         norm = ctx.norm
         batch, channels, pixels = logits.shape
         acc = accumulation_dtype(logits.dtype)
-        coef_a = grad_fp.to(acc).unsqueeze(-1)
-        coef_b = (grad_tp - grad_fp - grad_fn).to(acc).unsqueeze(-1)
+        coef_a, coef_b = (coef.unsqueeze(-1) for coef in _gradient_coefficients(grad_tp, grad_fp, grad_fn, acc))
         coef_2a = 2 * coef_a
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
 
@@ -774,7 +777,7 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
 
         ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=SIGMOID_BLOCK_FRACTION)
         _run_inline(logits.device, ranges, fill)
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def _reference_statistics(
