@@ -1,7 +1,7 @@
 """Tile shapes of the Triton kernels on a CUDA device: kernel time per setting, against the memory floor.
 
 For each workload of issue #4 it times the forward and the backward kernel of
-:class:`softseg.kernels.triton_fused.TritonRegionStatistics` alone (launched back to back, so the host
+:func:`softseg.kernels.triton_fused.triton_statistics` and :func:`~softseg.kernels.triton_fused.triton_gradient` alone (launched back to back, so the host
 stays ahead and the figure is the device's time) at several settings of ``TILE_ELEMENTS`` (classes x
 pixels per program), ``NUM_WARPS`` and ``TILES_PER_PROGRAM`` (forward), and prints them next to the
 memory floor: the logits and target read once per pass and the gradient written once, at the

@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import softseg.dispatch as dispatch
 import softseg.kernels.fused as fused_module
 from softseg import dice_ce_loss, dice_loss, region_ce_loss, region_statistics, tversky_loss
-from softseg.kernels import fused_statistics
+from softseg.dispatch import fused_statistics
 from softseg.statistics import product_statistics
 
 POISON = (float("nan"), float("inf"), -float("inf"))
@@ -122,7 +123,7 @@ def fused_outputs(activation, norm, with_ce):
 def test_fused_blocks_equal_kept_pixels_only(setting, activation, norm, with_ce):
     logits, target, options, keep = problem(setting)
     mask = options.get("mask")
-    assert fused_module._fused_path_applies(logits, target, activation=activation, kind=setting.split("_")[0],
+    assert dispatch._fused_path_applies(logits, target, activation=activation, kind=setting.split("_")[0],
                                             mask=None if mask is None else mask.reshape(2, -1, 60))
     assert_equals_kept_only(logits, target, options, keep, fused_outputs(activation, norm, with_ce),
                             reference_statistics(activation, norm, with_ce))
@@ -142,7 +143,7 @@ def test_fused_binary_sigmoid_equals_kept_pixels_only(setting, norm):
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
 @pytest.mark.parametrize("with_ce", [False, True])
 def test_reference_path_equals_kept_pixels_only(monkeypatch, setting, activation, with_ce):
-    monkeypatch.setattr(fused_module, "_fused_path_applies", lambda *args, **kwargs: False)
+    monkeypatch.setattr(dispatch, "_fused_path_applies", lambda *args, **kwargs: False)
     logits, target, options, keep = problem(setting)
     assert_equals_kept_only(logits, target, options, keep, fused_outputs(activation, 1, with_ce),
                             reference_statistics(activation, 1, with_ce))
@@ -221,7 +222,7 @@ def test_per_class_mask_with_softmax_poison_at_fully_excluded_pixels(monkeypatch
         logits[:, k % 3, n] = POISON[k % 3]
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(fused_module, "_fused_path_applies", lambda *args, **kwargs: False)
+            monkeypatch.setattr(dispatch, "_fused_path_applies", lambda *args, **kwargs: False)
         x_poison, x_clean = logits.clone().requires_grad_(), clean.clone().requires_grad_()
         got, got_ce = fused_statistics(x_poison, target, mask=mask, cross_entropy=True)
         want, want_ce = fused_statistics(x_clean, target, mask=mask, cross_entropy=True)

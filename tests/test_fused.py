@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+import softseg.dispatch as dispatch
 import softseg.kernels.fused as fused_module
 from softseg import activate, region_statistics, set_value_checks, tversky_loss
-from softseg.kernels import fused_statistics
+from softseg.dispatch import fused_statistics
 from softseg.losses.region import loss_from_statistics
-from softseg.statistics import logit_statistics
+from softseg.dispatch import logit_statistics
 
 
 @pytest.fixture(autouse=True)
@@ -170,7 +171,7 @@ def test_float32_softmax_blocks_match_float64_property(channels, pixels, offset,
     fast_stats, fast_ce = fused_statistics(fast_in, target.float() if kind.startswith("dense") else target,
                                            norm=norm, cross_entropy=True, **options)
     mask = options.get("mask")
-    exact_stats, exact_ce = fused_module._reference_statistics(
+    exact_stats, exact_ce = dispatch._reference_statistics(
         exact_in, target, kind=kind.split("_")[0], activation="softmax", norm=norm, cross_entropy=True,
         ignore_index=options.get("ignore_index"), mask=mask,
     )
@@ -230,7 +231,7 @@ def test_float32_softmax_keeps_precision_for_large_logits(kind, norm):
     target, options = _targets(kind, 2, 4, (300,), dtype=torch.float64)
     fast = fused_statistics(fast_in, target.float() if kind == "dense" else target, norm=norm,
                             cross_entropy=True, **options)
-    exact = fused_module._reference_statistics(exact_in, target, kind=kind.split("_")[0], activation="softmax",
+    exact = dispatch._reference_statistics(exact_in, target, kind=kind.split("_")[0], activation="softmax",
                                                norm=norm, cross_entropy=True, ignore_index=options.get("ignore_index"),
                                                mask=options["mask"].unsqueeze(1) if "mask" in options else None)
     values = [*fast[0][:3], fast[1]]
@@ -305,7 +306,7 @@ def test_empty_mask_gives_zero_and_finite_gradient():
 def test_fallbacks_take_the_reference_path(monkeypatch):
     calls = []
     monkeypatch.setattr(
-        fused_module, "_reference_statistics",
+        dispatch, "_reference_statistics",
         lambda *args, **kwargs: calls.append(kwargs["activation"]) or (region_statistics(args[0], args[1]), None),
     )
     probs = torch.rand(1, 2, 10)

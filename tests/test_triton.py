@@ -13,12 +13,14 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
+import softseg.dispatch as dispatch  # noqa: E402
 import softseg.kernels.fused as fused_module  # noqa: E402
+import softseg.kernels.ops as ops_module  # noqa: E402
 import softseg.kernels.triton_fused as triton_module  # noqa: E402
 import softseg  # noqa: E402
 from softseg import dice_ce_loss, dice_loss  # noqa: E402
-from softseg.kernels import fused_statistics  # noqa: E402
-from softseg.kernels.triton_fused import TritonRegionStatistics, triton_applies, triton_available  # noqa: E402
+from softseg.dispatch import fused_statistics  # noqa: E402
+from softseg.kernels.triton_fused import triton_applies, triton_available  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -30,7 +32,7 @@ if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
 def triton_everywhere(monkeypatch):
     # Every fused call takes the kernels, on the CPU too (the interpreter), in small tiles: several per
     # image, a ragged last one, and forward programs that run past the last tile.
-    monkeypatch.setattr(fused_module, "triton_applies", lambda logits: True)
+    monkeypatch.setattr(dispatch, "triton_applies", lambda logits: True)
     monkeypatch.setattr(triton_module, "TILE_ELEMENTS", 64)
     monkeypatch.setattr(triton_module, "TILES_PER_PROGRAM", 2)  # forward: two tiles per program, some ragged
     monkeypatch.setattr(triton_module, "MIN_PROGRAMS", 1)
@@ -69,7 +71,7 @@ def _reference(logits, target, activation, norm, options):
     exact = logits.detach().double().requires_grad_()
     dense = target.double() if target.is_floating_point() else target
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fused_module, "_fused_path_applies", lambda *args, **kwargs: False)
+        patch.setattr(dispatch, "_fused_path_applies", lambda *args, **kwargs: False)
         stats, ce = fused_statistics(exact, dense, activation=activation, norm=norm, cross_entropy=True, **options)
     return exact, stats, ce
 
@@ -171,7 +173,7 @@ def test_losses_equal_torch_block_path(aggregation, kind, monkeypatch):
     target, options = _targets(kind, 3, 4, 90)
     results = []
     for use_triton in (True, False):
-        monkeypatch.setattr(fused_module, "triton_applies", lambda _logits, use=use_triton: use)
+        monkeypatch.setattr(dispatch, "triton_applies", lambda _logits, use=use_triton: use)
         for loss in (dice_loss, dice_ce_loss):
             z = logits.clone().requires_grad_()
             value = loss(z, target, aggregation=aggregation, **options)
@@ -193,7 +195,7 @@ def test_saved_tensors_are_the_inputs_only():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         fused_statistics(logits, labels)
-    assert sorted(sizes) == [2 * 64, 2 * 3 * 64]  # the labels and the logits
+    assert sorted(size for size in sizes if size) == [2 * 64, 2 * 3 * 64]  # the labels and the logits (no lse)
 
 
 def test_switch_and_applicability(monkeypatch):
@@ -212,15 +214,15 @@ def test_switch_and_applicability(monkeypatch):
 def test_cuda_dispatch_takes_triton(monkeypatch):
     monkeypatch.undo()
     calls = []
-    for function in (TritonRegionStatistics, triton_module.TritonRegionLoss):
-        original = function.apply
-        monkeypatch.setattr(function, "apply", lambda *args, f=original, n=function.__name__: calls.append(n) or f(*args))
+    for module, name in ((triton_module.TritonRegionLoss, "apply"), (ops_module, "triton_statistics")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, f=original, n=name, **kw: calls.append(n) or f(*args, **kw))
     logits = torch.randn(2, 3, 8, 8, device="cuda", requires_grad=True)
     labels = torch.randint(0, 3, (2, 8, 8), device="cuda")
     dice_loss(logits, labels).backward()  # the whole loss in the kernels
     softseg.logit_statistics(logits, labels).tp.sum().backward()  # the statistics alone
     dice_loss(logits, labels, reduction="none").sum().backward()  # statistics in the kernels, torch tail
-    assert calls == ["TritonRegionLoss", "TritonRegionStatistics", "TritonRegionStatistics"]
+    assert calls == ["apply", "triton_statistics", "triton_statistics"]
 
 
 # ---------------------------------------------------------------- the whole loss in the kernels

@@ -3,6 +3,8 @@
 The layers, bottom to top:
 
 - :mod:`softseg.statistics`: the one engine, probabilities + target -> tp, fp, fn per (image, class);
+- :mod:`softseg.kernels`: the same statistics straight from the logits (torch blocks, Triton, custom operators);
+  :mod:`softseg.dispatch` chooses between the two paths (``logit_statistics``);
 - :mod:`softseg.scores`: Tversky/Dice/Jaccard index of those statistics;
 - :mod:`softseg.aggregation`: global, image and class averaging over active classes;
 - :mod:`softseg.losses`: the losses, each a function and a thin module;
@@ -31,8 +33,9 @@ from softseg.losses import (
     region_ce_loss,
     tversky_loss,
 )
+from softseg.dispatch import logit_statistics
 from softseg.scores import tversky_index
-from softseg.statistics import RegionStatistics, logit_statistics, region_statistics
+from softseg.statistics import RegionStatistics, region_statistics
 
 __version__ = "0.1.0"
 

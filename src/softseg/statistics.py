@@ -271,39 +271,12 @@ def product_statistics(probs: Tensor, target: Tensor, *, mask: Tensor | None = N
     return RegionStatistics(tp, probs.sum(dims, dtype=acc) - tp, target.sum(dims, dtype=acc) - tp, target_max)
 
 
-def logit_statistics(
-    input: Tensor,
-    target: Tensor,
-    *,
-    activation: str = "softmax",
-    norm: int = 1,
-    ignore_index: int | None = None,
-    mask: Tensor | None = None,
-) -> RegionStatistics:
-    r"""The statistics of :func:`region_statistics` for ``activation(input)``, computed from the logits.
+def __getattr__(name: str):
+    # logit_statistics moved to softseg.dispatch (the choice between this reference engine and the fused
+    # kernels lives above both); its old import path still works, resolved lazily so nothing here imports
+    # the kernels.
+    if name == "logit_statistics":
+        import importlib
 
-    Same formula, values and gradients as ``region_statistics(activate(input, activation), target, ...)``
-    (tp = sum min(x, y), fp = sum x - tp, fn = sum y - tp for norm 1; products for norm 2), but softmax
-    and sigmoid run fused and block by block (:mod:`softseg.kernels`): the probabilities are never held
-    at the logits' size and backward recomputes them from the logits, so it is faster and needs less
-    memory. Other cases (``activation="none"``, inside ``torch.compile``, a target that requires a
-    gradient, a per-class mask on an index target) take the reference path.
-
-    Convention:
-        - ``input``: logits (B, C, \*spatial), any float dtype (float32 sums); ``activation``
-          ``"softmax"`` (C >= 2), ``"sigmoid"`` or ``"none"`` (probabilities in [0, 1]).
-        - ``target``, ``ignore_index``, ``mask``, empty classes: as :func:`region_statistics`.
-        - The fused path is differentiable once (no double backward).
-
-    Example:
-        >>> logits = torch.tensor([[[2.0, -1.0, 0.0], [-2.0, 1.0, 0.0]]])   # (B=1, C=2, N=3)
-        >>> labels = torch.tensor([[0, 1, 1]])
-        >>> logit_statistics(logits, labels).tp
-        tensor([[0.9820, 1.3808]])
-        >>> region_statistics(logits.softmax(1), labels).tp             # the reference path
-        tensor([[0.9820, 1.3808]])
-    """
-    from softseg.kernels import fused_statistics  # the kernels build on this module
-
-    stats, _ = fused_statistics(input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask)
-    return stats
+        return importlib.import_module("softseg.dispatch").logit_statistics
+    raise AttributeError(f"module 'softseg.statistics' has no attribute {name!r}")

@@ -23,7 +23,10 @@ The softmax runs on exp2 (torch's CPU exp is about 4x slower) and reads the stri
 split into one contiguous run per torch thread, each run on its own single-threaded worker, so the
 many small block ops never wait on a cross-core barrier (they would for every op with intra-op threads).
 The sigmoid kernels are the exception: a few cheap elementwise ops per block, run inline on larger blocks
-(SIGMOID_BLOCK_FRACTION); for index targets they use the closed forms of :class:`_FusedSigmoidIndexStatistics`.
+(SIGMOID_BLOCK_FRACTION); for index targets they use the closed forms of :func:`_sigmoid_index_sums`.
+
+:func:`block_statistics` and :func:`block_gradient` are the two halves; the custom operators of
+:mod:`softseg.kernels.ops` call them (with their autograd formula), and :mod:`softseg.dispatch` decides when.
 """
 
 from __future__ import annotations
@@ -36,252 +39,13 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from softseg._checks import (
-    ACTIVATIONS,
-    check_choice,
-    check_labels,
-    check_unit_interval,
-    check_unit_interval_bounds,
-    value_checks_enabled,
-)
-from softseg.activation import activate
-from softseg.kernels.triton_fused import (
-    RegionLossOptions,
-    TritonRegionLoss,
-    TritonRegionStatistics,
-    statistics_outputs,
-    tail_applies,
-    triton_applies,
-)
-from softseg.statistics import (
-    RegionStatistics,
-    _selected,
-    accumulation_dtype,
-    checked_statistics_arguments,
-    region_statistics,
-)
+from softseg.kernels.formula import kept_logits
+from softseg.statistics import accumulation_dtype
 
 BLOCK_ELEMENTS = 1 << 19  # (B, C, pixels) elements per block: 2 MiB in float32, stays in the L2/L3 cache
 MIN_BLOCK_PIXELS = 256  # at least this many pixels per block, so per-op overhead stays small for large B * C
 CUDA_BLOCKS = 8  # blocks per input on a GPU without the Triton kernels (module softseg.kernels.triton_fused)
-LOG_FLOOR = 1e-12  # activation="none" cross-entropy: log of a probability floored here, never -inf
-
-
-def _fused_path_applies(
-    input: Tensor, target: Tensor, *, activation: str, kind: str, mask: Tensor | None = None
-) -> bool:
-    """Whether :func:`fused_statistics` takes the fused path for these (already validated) arguments.
-
-    It does for softmax (C >= 2) and sigmoid on index or dense targets with any mask, except: under
-    ``torch.compile`` (the compiler fuses the plain path itself), when the target requires a gradient,
-    for a per-class mask on an index target with C > 1, and for empty inputs.
-    """
-    channels = input.shape[1]
-    return (
-        activation in ("softmax", "sigmoid")
-        and not (activation == "softmax" and channels < 2)
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_scripting()
-        and not target.requires_grad
-        and not (kind == "index" and mask is not None and mask.shape[1] > 1)
-        and input.numel() > 0
-    )
-
-
-def fused_statistics(
-    input: Tensor,
-    target: Tensor,
-    *,
-    activation: str = "softmax",
-    norm: int = 1,
-    ignore_index: int | None = None,
-    mask: Tensor | None = None,
-    cross_entropy: bool = False,
-) -> tuple[RegionStatistics, Tensor | None]:
-    r"""tp, fp, fn of ``activation(input)`` against ``target``, and optionally the cross-entropy sums.
-
-    .. math::
-
-        tp_{bc} = \sum_i m_i \min(x_{bci}, y_{bci}),\quad fp = \sum_i m_i x^p - tp,\quad
-        fn = \sum_i m_i y^p - tp,\qquad CE_{bc} = -\sum_i m_i\, y_{bci} \log x_{bci}
-
-    with x = softmax or sigmoid of the logits (norm p = 2: tp = sum m x y). For sigmoid the
-    cross-entropy is the binary one, CE = -sum m (y log x + (1 - y) log(1 - x)).
-
-    Convention:
-        - ``input``: logits (B, C, \*spatial), any float dtype; sums and the activation run in float32
-          (float64 for float64 input); the gradient has the input's dtype.
-        - ``target``: class indices (B, \*spatial) / (B, 1, \*spatial) of an integer dtype (C = 1: 0/1
-          labels), or class probabilities (B, C, \*spatial) in [0, 1]; ``ignore_index`` and ``mask`` as
-          in :func:`softseg.statistics.region_statistics`; empty classes give zero sums. Excluded logits are
-          selected out (a NaN or inf there changes nothing, its gradient is 0); with softmax and a per-class
-          mask, a pixel leaves the activation only where none of its classes counts.
-        - ``activation``: ``"softmax"`` and ``"sigmoid"`` run fused; ``"none"`` and the cases listed in
-          :func:`_fused_path_applies` run the reference path (same values and gradients).
-          With ``activation="none"`` the cross-entropy uses log(max(x, 1e-12)).
-        - Device: on CUDA, with Triton installed, float32/float16/bfloat16 logits and at most 256
-          classes take the Triton kernels of :mod:`softseg.kernels.triton_fused` (one pass forward, one
-          backward); ``SOFTSEG_TRITON=0`` in the environment turns them off. Elsewhere the torch blocks run.
-        - Returns ``(RegionStatistics, ce)``: ``ce`` is None unless ``cross_entropy=True``, then the
-          (B, C) sums over counted pixels (not yet averaged). The fused path is differentiable once
-          (no double backward).
-
-    Example:
-        >>> logits = torch.tensor([[[2.0, -1.0, 0.0], [-2.0, 1.0, 0.0]]])   # (B=1, C=2, N=3)
-        >>> labels = torch.tensor([[0, 1, 1]])
-        >>> stats, ce = fused_statistics(logits, labels, cross_entropy=True)
-        >>> stats.tp
-        tensor([[0.9820, 1.3808]])
-        >>> ce.sum() / 3                      # mean over the 3 pixels: F.cross_entropy(logits, labels)
-        tensor(0.2794)
-    """
-    input, kind, mask = _validated(input, target, activation, norm, ignore_index, mask, cross_entropy)
-    if not _fused_path_applies(input, target, activation=activation, kind=kind, mask=mask):
-        return _reference_statistics(
-            input,
-            target,
-            kind=kind,
-            activation=activation,
-            norm=norm,
-            ignore_index=ignore_index,
-            mask=mask,
-            cross_entropy=cross_entropy,
-        )
-    # Binary labels on the sigmoid blocks and dense targets on any torch blocks: the forward pass reads them
-    # anyway and returns their range, so they are checked there instead of in a separate pass over them
-    # (W3: about 5% of a step; W4: 4 bytes a pixel and class).
-    use_triton = triton_applies(input)
-    binary_sigmoid = kind == "index" and activation == "sigmoid" and input.shape[1] == 1 and not cross_entropy
-    range_in_forward = value_checks_enabled() and not use_triton and (kind == "dense" or binary_sigmoid)
-    logits, labels, dense, weight = _flat_inputs(
-        input, target, kind, ignore_index=ignore_index, mask=mask, check=not range_in_forward
-    )
-    if use_triton:
-        tp, fp, fn, target_max, ce = TritonRegionStatistics.apply(
-            logits, labels, dense, weight, activation, norm, cross_entropy
-        )
-    elif kind == "index" and activation == "softmax":
-        tp, fp, fn, target_max, ce = _FusedSoftmaxIndexStatistics.apply(logits, labels, weight, norm, cross_entropy)
-    elif kind == "index" and not cross_entropy:
-        tp, fp, fn, target_max, label_range = _FusedSigmoidIndexStatistics.apply(
-            logits, labels, weight, norm, range_in_forward
-        )
-        if range_in_forward:
-            low, high = label_range.tolist()
-            if low < 0 or high > 1:  # the full check names the offending label
-                _index_labels(target, 1, ignore_index=ignore_index, mask=mask)
-        ce = None
-    else:
-        tp, fp, fn, target_max, ce, target_range = _FusedRegionStatistics.apply(
-            logits, dense, labels, weight, activation, norm, cross_entropy, range_in_forward
-        )
-        if range_in_forward:
-            check_unit_interval_bounds("target", *target_range.tolist())
-    return RegionStatistics(tp, fp, fn, target_max), (ce if cross_entropy else None)
-
-
-def fused_region_loss(
-    input: Tensor,
-    target: Tensor,
-    *,
-    activation: str,
-    norm: int,
-    ignore_index: int | None,
-    mask: Tensor | None,
-    options: RegionLossOptions,
-    ce_count: Tensor | None = None,
-) -> Tensor | None:
-    r"""The whole Tversky-family loss in the Triton kernels (:class:`TritonRegionLoss`), or None where they don't apply.
-
-    .. math::
-
-        L = \lambda_{region}\, \mathrm{aggregate}\big((1 - T)^\gamma\big) + \lambda_{ce}\, \overline{CE}
-
-    Convention:
-        - Arguments as in :func:`fused_statistics`; ``options``: the loss's validated options
-          (:class:`~softseg.kernels.triton_fused.RegionLossOptions`); ``ce_count``: the cross-entropy's
-          number of counted terms when ``options.lambda_ce`` is not 0.
-        - Returns the scalar loss (float32) when the Triton kernels take the input (CUDA, Triton, see
-          :func:`~softseg.kernels.triton_fused.triton_applies`) and the (B, C) tail fits one program;
-          otherwise None, and the caller runs :func:`fused_statistics` and the torch tail (same values).
-
-    Example:
-        >>> from softseg.kernels.triton_fused import RegionLossOptions
-        >>> options = RegionLossOptions(alpha=0.5, beta=0.5, smooth=0.0, gamma=1.0, log_loss=False,
-        ...     levels=(("global", 1.0),), first_class=0, class_weight=None, present=False, threshold=0.01,
-        ...     sum_reduction=False)
-        >>> logits, labels = torch.zeros(1, 2, 4), torch.tensor([[0, 1, 1, 0]])
-        >>> fused_region_loss(logits, labels, activation="softmax", norm=1, ignore_index=None, mask=None,
-        ...                   options=options) is None          # CPU tensors: the torch path computes it
-        True
-    """
-    with_ce = options.lambda_ce != 0
-    input, kind, mask = _validated(input, target, activation, norm, ignore_index, mask, with_ce)
-    if not (
-        _fused_path_applies(input, target, activation=activation, kind=kind, mask=mask)
-        and triton_applies(input)
-        and tail_applies(input.shape[0], input.shape[1])
-    ):
-        return None
-    logits, labels, dense, weight = _flat_inputs(input, target, kind, ignore_index=ignore_index, mask=mask)
-    return TritonRegionLoss.apply(logits, labels, dense, weight, activation, norm, options, ce_count)
-
-
-def _validated(
-    input: Tensor, target: Tensor, activation: str, norm: int, ignore_index: int | None, mask, cross_entropy: bool
-) -> tuple[Tensor, str, Tensor | None]:
-    """Checked arguments of the fused functions: the input, the target kind and the mask with a channel dim."""
-    check_choice("activation", activation, ACTIVATIONS)
-    if not isinstance(cross_entropy, bool):
-        raise TypeError(f"cross_entropy must be a bool; got {type(cross_entropy).__name__}")
-    return checked_statistics_arguments(input, target, norm=norm, ignore_index=ignore_index, mask=mask)
-
-
-def _flat_inputs(
-    input: Tensor, target: Tensor, kind: str, *, ignore_index: int | None, mask: Tensor | None, check: bool = True
-) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """(B, C, N) logits, and the labels (B, N) or the dense target (B, C, N), and the pixel weight.
-
-    ``check=False`` leaves the index labels' range, or the dense target's [0, 1] check, to the caller.
-    """
-    batch, channels = input.shape[:2]
-    pixels = math.prod(input.shape[2:])
-    logits = input.reshape(batch, channels, pixels)
-    if kind == "index":
-        labels, weight = _index_labels(target, channels, ignore_index=ignore_index, mask=mask, check=check)
-        return logits, labels, None, weight
-    if check:
-        check_unit_interval("target", target)
-    weight = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
-    return logits, None, target.reshape(batch, channels, pixels), weight
-
-
-def _index_labels(
-    target: Tensor, channels: int, *, ignore_index: int | None, mask: Tensor | None, check: bool = True
-) -> tuple[Tensor, Tensor | None]:
-    """Flat int64 labels (B, N) with ignored pixels set to 0, and the bool pixel weight (B, 1, N) or None.
-
-    Raises ValueError for a counted label outside [0, max(C, 2)) unless ``check=False``.
-    """
-    batch = target.shape[0]
-    pixels = math.prod(target.shape[1:])
-    labels = target.reshape(batch, pixels).long()
-    valid = None if ignore_index is None else labels != ignore_index
-    if mask is not None:
-        pixel_mask = mask.reshape(batch, pixels)  # one channel: _fused_path_applies ruled out the rest
-        valid = pixel_mask if valid is None else valid & pixel_mask
-    # One aminmax pass (min and max together) over the labels to check; the ignored or masked-out pixels
-    # are set to 0, a valid class, so they pass. check_labels builds the error message on a failure only.
-    safe = labels if valid is None else labels.masked_fill(~valid, 0)
-    if check and safe.numel() > 0 and value_checks_enabled() and not torch.compiler.is_compiling():
-        low, high = torch.stack(torch.aminmax(safe)).tolist()  # one device-to-host copy (a sync on GPU)
-        if low < 0 or high >= max(channels, 2):
-            check_labels(labels, max(channels, 2), valid, ignore_index)
-    if valid is None:
-        return labels, None
-    return safe, valid.unsqueeze(1)
 
 
 def _block_target(
@@ -295,20 +59,6 @@ def _block_target(
         return block_labels.to(acc)  # (a comparison with 1 and a bool conversion cost 2.7x as much here)
     classes = torch.arange(channels, device=labels.device).view(1, channels, 1)
     return (block_labels == classes).to(acc)
-
-
-def _kept_logits(block: Tensor, keep: Tensor | None, *, softmax: bool) -> Tensor:
-    """The block's logits with the excluded entries selected out (set to 0), or the block itself.
-
-    Selected with ``torch.where``, never multiplied by 0: a NaN or inf logit at an excluded pixel (padding)
-    then reaches no max, sum or gradient. Softmax couples the classes of a pixel, so there a pixel leaves
-    the activation only where no class counts (``keep`` (B, 1 or C, n) bool); sigmoid: entry by entry.
-    """
-    if keep is None:
-        return block
-    if softmax and keep.shape[1] > 1:
-        keep = keep.any(1, keepdim=True)
-    return torch.where(keep, block, 0)
 
 
 LOG2_E = 1.0 / math.log(2.0)
@@ -341,16 +91,26 @@ def _log_sum_exp(shift: Tensor, log_total: Tensor, head: Tensor, tail: Tensor) -
     tail.copy_(torch.sub(shift, head).add_(log_total).mul_(-LOG2_E))
 
 
-def _log_sum_exp_buffers(batch: int, pixels: int, acc: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Empty (B, 1, N) head (``acc``) and tail of the pixels' log-sum-exp, for :func:`_log_sum_exp`.
+def log_sum_exp_buffers(logits: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Empty (B, 1, N) head and tail of the pixels' log-sum-exp, for :func:`_log_sum_exp`, for (B, C, N) logits.
 
-    The tail is bfloat16 on CPU and CUDA, ``acc`` elsewhere (MPS has bfloat16 from macOS 14 only).
+    .. math::
+
+        lse = head + tail\,/\,(-\log_2 e)
+
+    Convention:
+        The head has the accumulation dtype (float32; float64 for float64 logits); the tail is bfloat16 on
+        CPU and CUDA, the accumulation dtype elsewhere (MPS has bfloat16 from macOS 14 only). Works on fake
+        tensors too (the custom operator's shapes, :mod:`softseg.kernels.ops`).
+
+    Example:
+        >>> [(tuple(t.shape), t.dtype) for t in log_sum_exp_buffers(torch.zeros(2, 3, 5))]
+        [((2, 1, 5), torch.float32), ((2, 1, 5), torch.bfloat16)]
     """
-    tail_dtype = torch.bfloat16 if device.type in ("cpu", "cuda") else acc
-    return (
-        torch.empty(batch, 1, pixels, dtype=acc, device=device),
-        torch.empty(batch, 1, pixels, dtype=tail_dtype, device=device),
-    )
+    batch, _, pixels = logits.shape
+    acc = accumulation_dtype(logits.dtype)
+    tail_dtype = torch.bfloat16 if logits.device.type in ("cpu", "cuda") else acc
+    return logits.new_empty(batch, 1, pixels, dtype=acc), logits.new_empty(batch, 1, pixels, dtype=tail_dtype)
 
 
 def _block_exponentials(logits: Tensor, acc: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
@@ -439,154 +199,144 @@ def _run_blocks(device: torch.device, ranges: list, body) -> list:
     return [future.result() for future in futures]
 
 
-class _FusedRegionStatistics(torch.autograd.Function):
-    """tp, fp, fn, target_max and cross-entropy sums, (B, C) each, of act(logits) against the target.
+def _dense_sums(logits, dense, labels, weight, activation, norm, with_ce, with_range):
+    """Any target on the generic blocks: (tp, fp, fn, target_max, ce, target_range, lse_head, lse_tail).
 
-    With ``with_range`` a sixth output, (min, max) of a dense target over all pixels (masked-out ones
+    With ``with_range`` the range output, (min, max) of a dense target over all pixels (masked-out ones
     too), is for the caller's [0, 1] check: the blocks read the target anyway (otherwise it is empty).
     """
+    batch, channels, pixels = logits.shape
+    acc = accumulation_dtype(logits.dtype)
+    binary = dense is None  # index targets are 0/1: min(x, y) = x y, gradient y
+    softmax = activation == "softmax"
+    # Softmax: each pixel's log-sum-exp (head and tail, 6 bytes), so backward's softmax is one exp pass.
+    lse_head, lse_tail = log_sum_exp_buffers(logits) if softmax else _no_lse(acc, logits)
 
-    @staticmethod
-    def forward(ctx, logits, dense, labels, weight, activation, norm, with_ce, with_range):
-        batch, channels, pixels = logits.shape
-        acc = accumulation_dtype(logits.dtype)
-        binary = dense is None  # index targets are 0/1: min(x, y) = x y, gradient y
-        softmax = activation == "softmax"
-        # Softmax: each pixel's log-sum-exp (head and tail, 6 bytes), so backward's softmax is one exp pass.
-        lse_head, lse_tail = _log_sum_exp_buffers(batch, pixels, acc, logits.device) if softmax else (None, None)
+    def sums(ranges):
+        tp, pred_mass, target_mass, target_max, ce = (
+            torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(5)
+        )
+        target_low = torch.full((batch, channels), math.inf, dtype=acc, device=logits.device)
+        target_high = torch.full((batch, channels), -math.inf, dtype=acc, device=logits.device)
+        for start, stop in ranges:
+            keep = None if weight is None else weight[:, :, start:stop]
+            block = kept_logits(logits[:, :, start:stop], keep, softmax=softmax)
+            read_y = _block_target(dense, labels, channels, start, stop, acc)
+            # The target selected too (a dense one may hold anything where it does not count): from here
+            # every excluded term is finite, and the products with m below are exact zeros there.
+            y = read_y if keep is None or binary else torch.where(keep, read_y, 0)
+            m = None if keep is None else keep.to(acc)
+            if softmax:
+                p, shift, total = _block_exponentials(block, acc)
+                p.div_(total)
+                log_total = total.log_()
+                _log_sum_exp(shift, log_total, lse_head[:, :, start:stop], lse_tail[:, :, start:stop])
+            else:
+                z = block.to(acc)
+                p = z.sigmoid()
+            overlap = p * y if (binary or norm == 2) else torch.minimum(p, y)
+            p_mass = p if norm == 1 else p.square()
+            y_mass = y if (binary or norm == 1) else y.square()
+            counted_y = y
+            if m is not None:
+                overlap, p_mass, y_mass, counted_y = overlap * m, p_mass * m, y_mass * m, y * m
+            tp += overlap.sum(-1)
+            pred_mass += p_mass.sum(-1)
+            target_mass += y_mass.sum(-1)
+            if not binary:  # for labels target_max is "count > 0", set below
+                counted_max = counted_y.amax(-1)
+                torch.maximum(target_max, counted_max, out=target_max)
+                if with_range:  # the whole target's (aminmax with a dim is 25x slower here)
+                    torch.minimum(target_low, read_y.amin(-1), out=target_low)
+                    torch.maximum(target_high, counted_max if m is None else read_y.amax(-1), out=target_high)
+            if with_ce:
+                if softmax:  # -y log x = y (shift - z + log-sum)
+                    ce_terms = y * torch.sub(shift, block).add_(log_total)
+                else:  # binary cross-entropy from logits: -(y log x + (1 - y) log(1 - x)) = (1 - y) z - log x
+                    ce_terms = (1 - y) * z - F.logsigmoid(z)
+                ce += (ce_terms if m is None else ce_terms * m).sum(-1)
+        return tp, pred_mass, target_mass, target_max, ce, target_low, target_high
 
-        def sums(ranges):
-            tp, pred_mass, target_mass, target_max, ce = (
-                torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(5)
-            )
-            target_low = torch.full((batch, channels), math.inf, dtype=acc, device=logits.device)
-            target_high = torch.full((batch, channels), -math.inf, dtype=acc, device=logits.device)
-            for start, stop in ranges:
-                keep = None if weight is None else weight[:, :, start:stop]
-                block = _kept_logits(logits[:, :, start:stop], keep, softmax=softmax)
-                read_y = _block_target(dense, labels, channels, start, stop, acc)
-                # The target selected too (a dense one may hold anything where it does not count): from here
-                # every excluded term is finite, and the products with m below are exact zeros there.
-                y = read_y if keep is None or binary else torch.where(keep, read_y, 0)
-                m = None if keep is None else keep.to(acc)
-                if softmax:
-                    p, shift, total = _block_exponentials(block, acc)
-                    p.div_(total)
-                    log_total = total.log_()
-                    _log_sum_exp(shift, log_total, lse_head[:, :, start:stop], lse_tail[:, :, start:stop])
-                else:
-                    z = block.to(acc)
-                    p = z.sigmoid()
-                overlap = p * y if (binary or norm == 2) else torch.minimum(p, y)
-                p_mass = p if norm == 1 else p.square()
-                y_mass = y if (binary or norm == 1) else y.square()
-                counted_y = y
-                if m is not None:
-                    overlap, p_mass, y_mass, counted_y = overlap * m, p_mass * m, y_mass * m, y * m
-                tp += overlap.sum(-1)
-                pred_mass += p_mass.sum(-1)
-                target_mass += y_mass.sum(-1)
-                if not binary:  # for labels target_max is "count > 0", set below
-                    counted_max = counted_y.amax(-1)
-                    torch.maximum(target_max, counted_max, out=target_max)
-                    if with_range:  # the whole target's (aminmax with a dim is 25x slower here)
-                        torch.minimum(target_low, read_y.amin(-1), out=target_low)
-                        torch.maximum(target_high, counted_max if m is None else read_y.amax(-1), out=target_high)
-                if with_ce:
-                    if softmax:  # -y log x = y (shift - z + log-sum)
-                        ce_terms = y * torch.sub(shift, block).add_(log_total)
-                    else:  # binary cross-entropy from logits: -(y log x + (1 - y) log(1 - x)) = (1 - y) z - log x
-                        ce_terms = (1 - y) * z - F.logsigmoid(z)
-                    ce += (ce_terms if m is None else ce_terms * m).sum(-1)
-            return tp, pred_mass, target_mass, target_max, ce, target_low, target_high
+    run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
+    ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction)
+    parts = run(logits.device, ranges, sums)
+    tp, pred_mass, target_mass, _, ce = (sum(values) for values in list(zip(*parts))[:5])
+    if binary:
+        target_max = (target_mass > 0).to(acc)
+    else:
+        target_max = torch.stack([part[3] for part in parts]).amax(0)
+    target_range = _no_range(acc, logits)
+    if with_range and not binary:
+        low = torch.stack([part[5] for part in parts]).amin()
+        target_range = torch.stack([low, torch.stack([part[6] for part in parts]).amax()])
+    return tp, pred_mass - tp, target_mass - tp, target_max, ce, target_range, lse_head, lse_tail
 
-        run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
-        ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction)
-        parts = run(logits.device, ranges, sums)
-        tp, pred_mass, target_mass, _, ce = (sum(values) for values in list(zip(*parts))[:5])
-        if binary:
-            target_max = (target_mass > 0).to(acc)
-        else:
-            target_max = torch.stack([part[3] for part in parts]).amax(0)
-        target_range = tp.new_zeros(0)
-        if with_range and not binary:
-            low = torch.stack([part[5] for part in parts]).amin()
-            target_range = torch.stack([low, torch.stack([part[6] for part in parts]).amax()])
-        ctx.save_for_backward(logits, dense, labels, weight, lse_head, lse_tail)
-        ctx.options = (activation, norm, with_ce)
-        ctx.mark_non_differentiable(target_range)
-        outputs = statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, with_ce=with_ce)
-        return (*outputs, target_range)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce, _grad_target_range):
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None, None, None
-        logits, dense, labels, weight, lse_head, lse_tail = ctx.saved_tensors
-        activation, norm, with_ce = ctx.options
-        batch, channels, pixels = logits.shape
-        acc = accumulation_dtype(logits.dtype)
-        binary = dense is None
-        coef_a, coef_b = (coef.unsqueeze(-1) for coef in _gradient_coefficients(grad_tp, grad_fp, grad_fn, acc))
-        half_b = coef_b / 2
-        coef_ce = grad_ce.to(acc).unsqueeze(-1) if with_ce else None
-        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+def _dense_gradient(logits, dense, labels, weight, lse_head, lse_tail, grad_tp, grad_fp, grad_fn, grad_ce,
+                    activation, norm, with_ce):
+    """The backward of :func:`_dense_sums`: dL/dlogits, block by block."""
+    batch, channels, pixels = logits.shape
+    acc = accumulation_dtype(logits.dtype)
+    binary = dense is None
+    coef_a, coef_b = (coef.unsqueeze(-1) for coef in _gradient_coefficients(grad_tp, grad_fp, grad_fn, acc))
+    half_b = coef_b / 2
+    coef_ce = grad_ce.to(acc).unsqueeze(-1) if with_ce else None
+    grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
 
-        def fill(ranges):
-            for start, stop in ranges:
-                keep = None if weight is None else weight[:, :, start:stop]
-                block = _kept_logits(logits[:, :, start:stop], keep, softmax=lse_head is not None)
-                out = grad[:, :, start:stop]
-                # float32/float64 logits: the probabilities go straight into the gradient's block and become
-                # the gradient in place there; half precision: computed in float32, rounded once at the end.
-                direct = out.dtype == acc
-                if lse_head is not None:
-                    p = _shifted_exp(
-                        block, lse_head[:, :, start:stop], tail=lse_tail[:, :, start:stop], out=out if direct else None
-                    )
-                else:
-                    p = torch.sigmoid(block, out=out) if direct else block.to(acc).sigmoid()
-                m = None if keep is None else keep.to(acc)
-                y = _block_target(dense, labels, channels, start, stop, acc)
-                if keep is not None and not binary:
-                    y = torch.where(keep, y, 0)
-                # grad_p = dL/dx, a block temporary (in-place ops with (B, C, 1) factors: addcmul is slower).
-                if norm == 2:
-                    grad_p = torch.mul(p, 2 * coef_a).add_(y * coef_b)
-                elif binary:
-                    grad_p = (y * coef_b).add_(coef_a)
-                else:
-                    # d min(x, y)/dx = (1 + sign(y - x)) / 2: 1 below the target, 1/2 at a tie, 0 above,
-                    # torch.minimum's convention; so A + B slope = (A + B/2) + (B/2) sign(y - x).
-                    grad_p = torch.sub(y, p).sign_().mul_(half_b).add_(coef_a + half_b)
-                if m is not None:
-                    grad_p.mul_(m)
-                # The cross-entropy's gradient, weighted: W = G m y; softmax: x sum_c W_c - W, sigmoid: G m (x - y).
-                ce_weighted = None
-                if with_ce:
-                    ce_weighted = y * coef_ce if m is None else y * (coef_ce * m)
-                    if activation == "sigmoid":
-                        ce_sigmoid = p * (coef_ce if m is None else coef_ce * m)
-                        ce_weighted = ce_sigmoid.sub_(ce_weighted)
-                if activation == "softmax":
-                    # x (g - sum_c x_c g_c + sum_c W_c) - W, in place in p.
-                    grad_p.mul_(p)
-                    projection = grad_p.sum(1, keepdim=True)  # sum_c x_c g_c, then less sum_c W_c
-                    if ce_weighted is not None:
-                        projection.sub_(ce_weighted.sum(1, keepdim=True))
-                        grad_p.sub_(ce_weighted)
-                    p.mul_(projection.neg_()).add_(grad_p)
-                else:
-                    torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=p)  # g x (1 - x)
-                    if ce_weighted is not None:
-                        p.add_(ce_weighted)
-                if not direct:
-                    out.copy_(p)
+    def fill(ranges):
+        for start, stop in ranges:
+            keep = None if weight is None else weight[:, :, start:stop]
+            block = kept_logits(logits[:, :, start:stop], keep, softmax=activation == "softmax")
+            out = grad[:, :, start:stop]
+            # float32/float64 logits: the probabilities go straight into the gradient's block and become
+            # the gradient in place there; half precision: computed in float32, rounded once at the end.
+            direct = out.dtype == acc
+            if activation == "softmax":
+                p = _shifted_exp(
+                    block, lse_head[:, :, start:stop], tail=lse_tail[:, :, start:stop], out=out if direct else None
+                )
+            else:
+                p = torch.sigmoid(block, out=out) if direct else block.to(acc).sigmoid()
+            m = None if keep is None else keep.to(acc)
+            y = _block_target(dense, labels, channels, start, stop, acc)
+            if keep is not None and not binary:
+                y = torch.where(keep, y, 0)
+            # grad_p = dL/dx, a block temporary (in-place ops with (B, C, 1) factors: addcmul is slower).
+            if norm == 2:
+                grad_p = torch.mul(p, 2 * coef_a).add_(y * coef_b)
+            elif binary:
+                grad_p = (y * coef_b).add_(coef_a)
+            else:
+                # d min(x, y)/dx = (1 + sign(y - x)) / 2: 1 below the target, 1/2 at a tie, 0 above,
+                # torch.minimum's convention; so A + B slope = (A + B/2) + (B/2) sign(y - x).
+                grad_p = torch.sub(y, p).sign_().mul_(half_b).add_(coef_a + half_b)
+            if m is not None:
+                grad_p.mul_(m)
+            # The cross-entropy's gradient, weighted: W = G m y; softmax: x sum_c W_c - W, sigmoid: G m (x - y).
+            ce_weighted = None
+            if with_ce:
+                ce_weighted = y * coef_ce if m is None else y * (coef_ce * m)
+                if activation == "sigmoid":
+                    ce_sigmoid = p * (coef_ce if m is None else coef_ce * m)
+                    ce_weighted = ce_sigmoid.sub_(ce_weighted)
+            if activation == "softmax":
+                # x (g - sum_c x_c g_c + sum_c W_c) - W, in place in p.
+                grad_p.mul_(p)
+                projection = grad_p.sum(1, keepdim=True)  # sum_c x_c g_c, then less sum_c W_c
+                if ce_weighted is not None:
+                    projection.sub_(ce_weighted.sum(1, keepdim=True))
+                    grad_p.sub_(ce_weighted)
+                p.mul_(projection.neg_()).add_(grad_p)
+            else:
+                torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=p)  # g x (1 - x)
+                if ce_weighted is not None:
+                    p.add_(ce_weighted)
+            if not direct:
+                out.copy_(p)
 
-        run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
-        run(logits.device, _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction), fill)
-        return grad, None, None, None, None, None, None, None
+    run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
+    run(logits.device, _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction), fill)
+    return grad
 
 
 def _part(weight: Tensor | None, start: int, stop: int) -> Tensor | None:
@@ -615,308 +365,298 @@ def _label_counts(labels: Tensor, weight: Tensor | None, channels: int, acc: tor
     return torch.stack(counts).to(acc) if counts else torch.zeros(0, channels, dtype=acc)
 
 
-class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
-    """The softmax + index-target case of :class:`_FusedRegionStatistics`, with gather and scatter_add.
+def _softmax_index_sums(logits, labels, weight, norm, with_ce):
+    """The softmax + index-target case of :func:`_dense_sums`, with gather and scatter_add.
 
     The label indicator stays implicit: tp gathers the probability of each pixel's label, and in
     backward the overlap term B h is added at the label only (scatter_add), so no block one-hot is built.
     Forward never normalises the block: with e = exp(z - max) and s = sum_c e_c, the sums take the
     pixel factor m / s (m / s^2 for norm 2) through one matrix-vector product.
     """
+    batch, channels, pixels = logits.shape
+    acc = accumulation_dtype(logits.dtype)
+    lse_head, lse_tail = log_sum_exp_buffers(logits)  # for backward's softmax
 
-    @staticmethod
-    def forward(ctx, logits, labels, weight, norm, with_ce):
-        batch, channels, pixels = logits.shape
-        acc = accumulation_dtype(logits.dtype)
-        lse_head, lse_tail = _log_sum_exp_buffers(batch, pixels, acc, logits.device)  # for backward's softmax
-
-        def sums(ranges):
-            tp, pred_mass, ce = (torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(3))
-            for start, stop in ranges:
-                block = _kept_logits(logits[:, :, start:stop], _part(weight, start, stop), softmax=True)
-                block_labels = labels[:, start:stop]
-                index = block_labels.unsqueeze(1)
-                exp, shift, total = _block_exponentials(block, acc)
-                inverse = total.reciprocal()
-                scale = inverse if weight is None else inverse * weight[:, :, start:stop]
-                tp.scatter_add_(1, block_labels, exp.gather(1, index).mul_(scale).squeeze(1))
-                mass, mass_scale = (exp, scale) if norm == 1 else (exp.square_(), scale * inverse)
-                pred_mass += torch.bmm(mass, mass_scale.transpose(1, 2)).squeeze(-1)
-                log_total = total.log_()
-                _log_sum_exp(shift, log_total, lse_head[:, :, start:stop], lse_tail[:, :, start:stop])
-                if with_ce:  # -log x_label = shift - z_label + log-sum
-                    nll = torch.sub(shift, block.gather(1, index)).add_(log_total)
-                    if weight is not None:
-                        nll = nll * weight[:, :, start:stop]
-                    ce.scatter_add_(1, block_labels, nll.squeeze(1))
-            # The class counts need only the labels: one bincount per image over this part's pixels.
-            part = slice(ranges[0][0], ranges[-1][1])
-            count = _label_counts(labels[:, part], None if weight is None else weight[:, :, part], channels, acc)
-            return tp, pred_mass, ce, count
-
-        parts = _run_blocks(logits.device, _block_ranges(batch, channels, pixels, device=logits.device), sums)
-        tp, pred_mass, ce, count = (sum(values) for values in zip(*parts))
-        ctx.save_for_backward(logits, labels, weight, lse_head, lse_tail)
-        ctx.options = (norm, with_ce)
-        target_max = (count > 0).to(acc)
-        return statistics_outputs(ctx, tp, pred_mass, count, target_max, ce, with_ce=with_ce)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce):
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
-        logits, labels, weight, lse_head, lse_tail = ctx.saved_tensors
-        norm, with_ce = ctx.options
-        batch, channels, pixels = logits.shape
-        acc = accumulation_dtype(logits.dtype)
-        coef_a, coef_b = _gradient_coefficients(grad_tp, grad_fp, grad_fn, acc)
-        coef_ce = grad_ce.to(acc) if with_ce else None
-        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-
-        def fill(ranges):
-            for start, stop in ranges:
-                out = grad[:, :, start:stop]
-                # float32/float64 logits: the probabilities go straight into the gradient's block and are
-                # turned into the gradient in place there; half precision: computed in float32, rounded once.
-                direct = out.dtype == acc
-                p = _shifted_exp(
-                    _kept_logits(logits[:, :, start:stop], _part(weight, start, stop), softmax=True),
-                    lse_head[:, :, start:stop],
-                    tail=lse_tail[:, :, start:stop],
-                    out=out if direct else None,
-                )
-                block_labels = labels[:, start:stop]
-                index = block_labels.unsqueeze(1)
-                # With h the label indicator, dL/dz_k = m [x_k (A'_k - t) + h_k u], where u = B_l x_l - G_l
-                # (G: cross-entropy gradient), A' = A (norm 1) or 2 A x (norm 2), t = sum_c x_c A'_c + u.
-                label_term = coef_b.gather(1, block_labels).unsqueeze(1) * p.gather(1, index)
-                if coef_ce is not None:
-                    label_term = label_term - coef_ce.gather(1, block_labels).unsqueeze(1)
-                if norm == 1:
-                    total = torch.bmm(coef_a.unsqueeze(1), p) + label_term
-                    factor = coef_a.unsqueeze(-1) - total
-                else:
-                    factor = p * (2 * coef_a).unsqueeze(-1)
-                    total = (factor * p).sum(1, keepdim=True) + label_term
-                    factor.sub_(total)
-                p.mul_(factor).scatter_add_(1, index, label_term)
+    def sums(ranges):
+        tp, pred_mass, ce = (torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(3))
+        for start, stop in ranges:
+            block = kept_logits(logits[:, :, start:stop], _part(weight, start, stop), softmax=True)
+            block_labels = labels[:, start:stop]
+            index = block_labels.unsqueeze(1)
+            exp, shift, total = _block_exponentials(block, acc)
+            inverse = total.reciprocal()
+            scale = inverse if weight is None else inverse * weight[:, :, start:stop]
+            tp.scatter_add_(1, block_labels, exp.gather(1, index).mul_(scale).squeeze(1))
+            mass, mass_scale = (exp, scale) if norm == 1 else (exp.square_(), scale * inverse)
+            pred_mass += torch.bmm(mass, mass_scale.transpose(1, 2)).squeeze(-1)
+            log_total = total.log_()
+            _log_sum_exp(shift, log_total, lse_head[:, :, start:stop], lse_tail[:, :, start:stop])
+            if with_ce:  # -log x_label = shift - z_label + log-sum
+                nll = torch.sub(shift, block.gather(1, index)).add_(log_total)
                 if weight is not None:
-                    p.mul_(weight[:, :, start:stop])
-                if not direct:
-                    out.copy_(p)
+                    nll = nll * weight[:, :, start:stop]
+                ce.scatter_add_(1, block_labels, nll.squeeze(1))
+        # The class counts need only the labels: one bincount per image over this part's pixels.
+        part = slice(ranges[0][0], ranges[-1][1])
+        count = _label_counts(labels[:, part], None if weight is None else weight[:, :, part], channels, acc)
+        return tp, pred_mass, ce, count
 
-        _run_blocks(logits.device, _block_ranges(batch, channels, pixels, device=logits.device), fill)
-        return grad, None, None, None, None
+    parts = _run_blocks(logits.device, _block_ranges(batch, channels, pixels, device=logits.device), sums)
+    tp, pred_mass, ce, count = (sum(values) for values in zip(*parts))
+    target_max = (count > 0).to(acc)
+    return tp, pred_mass - tp, count - tp, target_max, ce, _no_range(acc, logits), lse_head, lse_tail
 
 
-class _FusedSigmoidIndexStatistics(torch.autograd.Function):
-    """The sigmoid + index-target case of :class:`_FusedRegionStatistics` (no cross-entropy), in closed form.
+def _softmax_index_gradient(logits, labels, weight, lse_head, lse_tail, grad_tp, grad_fp, grad_fn, grad_ce, norm,
+                            with_ce):
+    """The backward of :func:`_softmax_index_sums`: dL/dlogits, block by block."""
+    batch, channels, pixels = logits.shape
+    acc = accumulation_dtype(logits.dtype)
+    coef_a, coef_b = _gradient_coefficients(grad_tp, grad_fp, grad_fn, acc)
+    coef_ce = grad_ce.to(acc) if with_ce else None
+    grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+    def fill(ranges):
+        for start, stop in ranges:
+            out = grad[:, :, start:stop]
+            # float32/float64 logits: the probabilities go straight into the gradient's block and are
+            # turned into the gradient in place there; half precision: computed in float32, rounded once.
+            direct = out.dtype == acc
+            p = _shifted_exp(
+                kept_logits(logits[:, :, start:stop], _part(weight, start, stop), softmax=True),
+                lse_head[:, :, start:stop],
+                tail=lse_tail[:, :, start:stop],
+                out=out if direct else None,
+            )
+            block_labels = labels[:, start:stop]
+            index = block_labels.unsqueeze(1)
+            # With h the label indicator, dL/dz_k = m [x_k (A'_k - t) + h_k u], where u = B_l x_l - G_l
+            # (G: cross-entropy gradient), A' = A (norm 1) or 2 A x (norm 2), t = sum_c x_c A'_c + u.
+            label_term = coef_b.gather(1, block_labels).unsqueeze(1) * p.gather(1, index)
+            if coef_ce is not None:
+                label_term = label_term - coef_ce.gather(1, block_labels).unsqueeze(1)
+            if norm == 1:
+                total = torch.bmm(coef_a.unsqueeze(1), p) + label_term
+                factor = coef_a.unsqueeze(-1) - total
+            else:
+                factor = p * (2 * coef_a).unsqueeze(-1)
+                total = (factor * p).sum(1, keepdim=True) + label_term
+                factor.sub_(total)
+            p.mul_(factor).scatter_add_(1, index, label_term)
+            if weight is not None:
+                p.mul_(weight[:, :, start:stop])
+            if not direct:
+                out.copy_(p)
+
+    _run_blocks(logits.device, _block_ranges(batch, channels, pixels, device=logits.device), fill)
+    return grad
+
+
+def _sigmoid_index_sums(logits, labels, weight, norm, with_range):
+    """The sigmoid + index-target case of :func:`_dense_sums` (no cross-entropy), in closed form.
 
     C = 1: the 0/1 labels are the target itself (y = label as a float, no comparison); with
     ``with_range`` their range (min, max) is the extra output, taken from the converted blocks (the
     caller checks it: no separate pass over the labels), otherwise it is empty.
-    C > 1: the label indicator stays implicit, as in :class:`_FusedSoftmaxIndexStatistics` (gather and
+    C > 1: the label indicator stays implicit, as in :func:`_softmax_index_sums` (gather and
     scatter_add), and the range output is empty. With x = sigmoid(z), dL/dz = m x (1 - x) (A' + B h),
     A' = A (norm 1) or 2 A x (norm 2).
     """
+    batch, channels, pixels = logits.shape
+    acc = accumulation_dtype(logits.dtype)
 
-    @staticmethod
-    def forward(ctx, logits, labels, weight, norm, with_range):
-        batch, channels, pixels = logits.shape
-        acc = accumulation_dtype(logits.dtype)
+    def sums(ranges):
+        tp, pred_mass, target_mass = (torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(3))
+        label_ranges = []
+        for start, stop in ranges:
+            p = kept_logits(logits[:, :, start:stop].to(acc), _part(weight, start, stop), softmax=False).sigmoid()
+            mass = None if norm == 1 else p.square()
+            if weight is not None:  # in place: p and mass are this block's own temporaries
+                m = weight[:, :, start:stop]
+                p.mul_(m)
+                mass = None if mass is None else mass.mul_(m)
+            pred_mass += (p if mass is None else mass).sum(-1)
+            if channels == 1:  # labels are 0/1 (checked), 0 where not counted: y is the label itself
+                y = labels[:, None, start:stop].to(acc)
+                if with_range:
+                    label_ranges.append(torch.stack(torch.aminmax(y)))
+                target_mass += y.sum(-1)
+                tp += y.mul_(p).sum(-1)
+            else:
+                block_labels = labels[:, start:stop]
+                tp.scatter_add_(1, block_labels, p.gather(1, block_labels.unsqueeze(1)).squeeze(1))
+        if channels > 1:
+            part = slice(ranges[0][0], ranges[-1][1])
+            target_mass = _label_counts(
+                labels[:, part], None if weight is None else weight[:, :, part], channels, acc
+            )
+        return tp, pred_mass, target_mass, label_ranges
 
-        def sums(ranges):
-            tp, pred_mass, target_mass = (torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(3))
-            label_ranges = []
-            for start, stop in ranges:
-                p = _kept_logits(logits[:, :, start:stop].to(acc), _part(weight, start, stop), softmax=False).sigmoid()
-                mass = None if norm == 1 else p.square()
-                if weight is not None:  # in place: p and mass are this block's own temporaries
-                    m = weight[:, :, start:stop]
-                    p.mul_(m)
-                    mass = None if mass is None else mass.mul_(m)
-                pred_mass += (p if mass is None else mass).sum(-1)
-                if channels == 1:  # labels are 0/1 (checked), 0 where not counted: y is the label itself
-                    y = labels[:, None, start:stop].to(acc)
-                    if with_range:
-                        label_ranges.append(torch.stack(torch.aminmax(y)))
-                    target_mass += y.sum(-1)
-                    tp += y.mul_(p).sum(-1)
-                else:
-                    block_labels = labels[:, start:stop]
-                    tp.scatter_add_(1, block_labels, p.gather(1, block_labels.unsqueeze(1)).squeeze(1))
-            if channels > 1:
-                part = slice(ranges[0][0], ranges[-1][1])
-                target_mass = _label_counts(
-                    labels[:, part], None if weight is None else weight[:, :, part], channels, acc
-                )
-            return tp, pred_mass, target_mass, label_ranges
-
-        ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=SIGMOID_BLOCK_FRACTION)
-        [(tp, pred_mass, target_mass, label_ranges)] = _run_inline(logits.device, ranges, sums)
-        target_max = (target_mass > 0).to(acc)
-        if label_ranges:  # (min, max) over the blocks
-            bounds = torch.stack(label_ranges)
-            label_range = torch.stack([bounds[:, 0].amin(), bounds[:, 1].amax()])
-        else:
-            label_range = tp.new_zeros(0)
-        ctx.save_for_backward(logits, labels, weight)
-        ctx.norm = norm
-        ctx.mark_non_differentiable(target_max, label_range)
-        return tp, pred_mass - tp, target_mass - tp, target_max, label_range
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, _grad_label_range):
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
-        logits, labels, weight = ctx.saved_tensors
-        norm = ctx.norm
-        batch, channels, pixels = logits.shape
-        acc = accumulation_dtype(logits.dtype)
-        coef_a, coef_b = (coef.unsqueeze(-1) for coef in _gradient_coefficients(grad_tp, grad_fp, grad_fn, acc))
-        coef_2a = 2 * coef_a
-        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-
-        def fill(ranges):
-            for start, stop in ranges:
-                out = grad[:, :, start:stop]
-                z = _kept_logits(logits[:, :, start:stop], _part(weight, start, stop), softmax=False)
-                # The probabilities go straight into the gradient's block (float32/float64 logits), and the
-                # sigmoid backward then overwrites them in place: no probability temporary.
-                direct = out.dtype == acc
-                p = torch.sigmoid(z, out=out) if direct else z.to(acc).sigmoid()
-                target = out if direct else p
-                if channels == 1:
-                    y = labels[:, None, start:stop].to(acc)
-                    grad_p = y.mul_(coef_b).add_(coef_a) if norm == 1 else y.mul_(coef_b).addcmul_(p, coef_2a)
-                    torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=target)
-                else:
-                    index = labels[:, None, start:stop]
-                    label_p = p.gather(1, index)
-                    grad_p = coef_a.expand_as(p) if norm == 1 else p * coef_2a
-                    torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=target)
-                    label_term = coef_b.squeeze(-1).gather(1, labels[:, start:stop]).unsqueeze(1)
-                    target.scatter_add_(1, index, label_term * label_p * (1 - label_p))
-                if weight is not None:
-                    target.mul_(weight[:, :, start:stop])
-                if not direct:
-                    out.copy_(target)
-
-        ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=SIGMOID_BLOCK_FRACTION)
-        _run_inline(logits.device, ranges, fill)
-        return grad, None, None, None, None
+    ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=SIGMOID_BLOCK_FRACTION)
+    [(tp, pred_mass, target_mass, label_ranges)] = _run_inline(logits.device, ranges, sums)
+    target_max = (target_mass > 0).to(acc)
+    if label_ranges:  # (min, max) over the blocks
+        bounds = torch.stack(label_ranges)
+        label_range = torch.stack([bounds[:, 0].amin(), bounds[:, 1].amax()])
+    else:
+        label_range = _no_range(acc, logits)
+    lse_head, lse_tail = _no_lse(acc, logits)
+    return tp, pred_mass - tp, target_mass - tp, target_max, tp.new_zeros(tp.shape), label_range, lse_head, lse_tail
 
 
-def _reference_statistics(
-    input: Tensor,
-    target: Tensor,
+def _sigmoid_index_gradient(logits, labels, weight, grad_tp, grad_fp, grad_fn, norm):
+    """The backward of :func:`_sigmoid_index_sums`: dL/dlogits, block by block."""
+    batch, channels, pixels = logits.shape
+    acc = accumulation_dtype(logits.dtype)
+    coef_a, coef_b = (coef.unsqueeze(-1) for coef in _gradient_coefficients(grad_tp, grad_fp, grad_fn, acc))
+    coef_2a = 2 * coef_a
+    grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+    def fill(ranges):
+        for start, stop in ranges:
+            out = grad[:, :, start:stop]
+            z = kept_logits(logits[:, :, start:stop], _part(weight, start, stop), softmax=False)
+            # The probabilities go straight into the gradient's block (float32/float64 logits), and the
+            # sigmoid backward then overwrites them in place: no probability temporary.
+            direct = out.dtype == acc
+            p = torch.sigmoid(z, out=out) if direct else z.to(acc).sigmoid()
+            target = out if direct else p
+            if channels == 1:
+                y = labels[:, None, start:stop].to(acc)
+                grad_p = y.mul_(coef_b).add_(coef_a) if norm == 1 else y.mul_(coef_b).addcmul_(p, coef_2a)
+                torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=target)
+            else:
+                index = labels[:, None, start:stop]
+                label_p = p.gather(1, index)
+                grad_p = coef_a.expand_as(p) if norm == 1 else p * coef_2a
+                torch.ops.aten.sigmoid_backward.grad_input(grad_p, p, grad_input=target)
+                label_term = coef_b.squeeze(-1).gather(1, labels[:, start:stop]).unsqueeze(1)
+                target.scatter_add_(1, index, label_term * label_p * (1 - label_p))
+            if weight is not None:
+                target.mul_(weight[:, :, start:stop])
+            if not direct:
+                out.copy_(target)
+
+    ranges = _block_ranges(batch, channels, pixels, device=logits.device, fraction=SIGMOID_BLOCK_FRACTION)
+    _run_inline(logits.device, ranges, fill)
+    return grad
+
+
+def _no_lse(acc: torch.dtype, logits: Tensor) -> tuple[Tensor, Tensor]:
+    """The empty log-sum-exp pair of the paths that save none (sigmoid)."""
+    return logits.new_zeros(0, dtype=acc), logits.new_zeros(0, dtype=acc)
+
+
+def _no_range(acc: torch.dtype, logits: Tensor) -> Tensor:
+    return logits.new_zeros(0, dtype=acc)
+
+
+def block_path(labels: Tensor | None, activation: str, with_ce: bool) -> str:
+    """Which block implementation takes these inputs: ``"softmax_index"``, ``"sigmoid_index"`` or ``"dense"``.
+
+    Convention:
+        ``labels``: the flat labels or None (a dense target). Index targets with sigmoid and the
+        cross-entropy take the generic dense blocks (their one-hot per block); everything dense does.
+
+    Example:
+        >>> block_path(torch.zeros(1, 4, dtype=torch.long), "sigmoid", False), block_path(None, "softmax", True)
+        ('sigmoid_index', 'dense')
+    """
+    if labels is None:
+        return "dense"
+    if activation == "softmax":
+        return "softmax_index"
+    return "dense" if with_ce else "sigmoid_index"
+
+
+def block_statistics(
+    logits: Tensor,
+    labels: Tensor | None,
+    dense: Tensor | None,
+    weight: Tensor | None,
     *,
-    kind: str,
     activation: str,
     norm: int,
-    ignore_index: int | None,
-    mask: Tensor | None,
-    cross_entropy: bool,
-) -> tuple[RegionStatistics, Tensor | None]:
-    """activate() + region_statistics(), and the cross-entropy sums from the same activation.
+    with_ce: bool,
+    with_range: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""The forward half on the torch blocks: (tp, fp, fn, target_max, ce, target_range, lse_head, lse_tail).
 
-    Excluded logits are selected out before the activation (:func:`_kept_logits`), so a NaN or inf there
-    reaches neither the softmax's backward nor the value checks of ``activation="none"``.
+    .. math::
+
+        tp = \sum_i m_i \min(x_i, y_i),\quad fp = \sum_i m_i x_i^p - tp,\quad fn = \sum_i m_i y_i^p - tp,
+        \quad CE = -\sum_i m_i\, y_i \log x_i
+
+    Convention:
+        - ``logits`` (B, C, N) any float dtype (sums in float32, float64 for float64 logits); exactly one of
+          ``labels`` (B, N) int64 (ignored pixels set to a valid class, left out by ``weight``) and ``dense``
+          (B, C, N); ``weight``: bool (B, 1 or C, N) or None. Excluded entries are selected out.
+        - ``activation`` ``"softmax"`` or ``"sigmoid"``; ``norm`` 1 or 2; ``with_ce``: cross-entropy sums
+          (binary for sigmoid), else zeros; ``with_range``: ``target_range`` is (min, max) of a dense target
+          or of C = 1 sigmoid labels without CE (for the caller's value check), else empty.
+        - The sums are (B, C); the log-sum-exp pair is (B, 1, N) for softmax (:func:`log_sum_exp_buffers`),
+          empty otherwise; all are new tensors (none aliases an input).
+
+    Example:
+        >>> logits = torch.tensor([[[2.0, -1.0, 0.0], [-2.0, 1.0, 0.0]]])
+        >>> block_statistics(logits, torch.tensor([[0, 1, 1]]), None, None, activation="softmax", norm=1,
+        ...                  with_ce=False, with_range=False)[0]
+        tensor([[0.9820, 1.3808]])
     """
-    input = _kept_logits(input, _counted_entries(input, target, kind, ignore_index, mask), softmax=activation == "softmax")
-    log_probs = None
-    if cross_entropy and activation == "softmax" and input.shape[1] >= 2:
-        # One softmax for both terms: the probabilities are the exponential of the log-probabilities.
-        log_probs = input.log_softmax(1)
-        probs = log_probs.exp()
-    else:
-        probs = activate(input, activation)  # validates (softmax needs C >= 2, "none" needs [0, 1])
-    stats = region_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
-    if not cross_entropy:
-        return stats, None
-    ce = _reference_cross_entropy(
-        input, probs, log_probs, target, kind=kind, activation=activation, ignore_index=ignore_index, mask=mask
-    )
-    return stats, ce
+    path = block_path(labels, activation, with_ce)
+    if path == "softmax_index":
+        return _softmax_index_sums(logits, labels, weight, norm, with_ce)
+    if path == "sigmoid_index":
+        return _sigmoid_index_sums(logits, labels, weight, norm, with_range and logits.shape[1] == 1)
+    return _dense_sums(logits, dense, labels, weight, activation, norm, with_ce, with_range)
 
 
-def _counted_entries(
-    input: Tensor, target: Tensor, kind: str, ignore_index: int | None, mask: Tensor | None
-) -> Tensor | None:
-    r"""Bool (B, 1 or C, \*spatial): True where a pixel (or pixel and class) counts; None when all count."""
-    keep = mask
-    if kind == "index" and ignore_index is not None:
-        labels = target.reshape(input.shape[:1] + (1,) + input.shape[2:])
-        keep = labels != ignore_index if keep is None else keep & (labels != ignore_index)
-    return keep
-
-
-def _reference_cross_entropy(
-    input: Tensor,
-    probs: Tensor,
-    log_probs: Tensor | None,
-    target: Tensor,
+def block_gradient(
+    logits: Tensor,
+    labels: Tensor | None,
+    dense: Tensor | None,
+    weight: Tensor | None,
+    lse_head: Tensor,
+    lse_tail: Tensor,
+    grad_tp: Tensor,
+    grad_fp: Tensor,
+    grad_fn: Tensor,
+    grad_ce: Tensor,
     *,
-    kind: str,
     activation: str,
-    ignore_index: int | None,
-    mask: Tensor | None,
+    norm: int,
+    with_ce: bool,
 ) -> Tensor:
-    """(B, C) sums of the per-pixel cross-entropy terms over counted pixels, without a dense one-hot."""
-    acc = accumulation_dtype(input.dtype)
-    batch, channels = input.shape[:2]
-    pixels = math.prod(input.shape[2:])
-    binary = activation == "sigmoid" or channels == 1
-    if activation == "softmax":
-        log_pos = log_probs
-    elif activation == "sigmoid":
-        log_pos = F.logsigmoid(input)
-    else:
-        log_pos = probs.clamp_min(LOG_FLOOR).log()
-    # Binary terms: -(y log x + (1 - y) log(1 - x)) = -log(1 - x) - y (log x - log(1 - x)).
-    log_neg = None
-    if binary:
-        log_neg = log_pos - input if activation == "sigmoid" else (1 - probs).clamp_min(LOG_FLOOR).log()
-    if kind == "dense":
-        y = target.to(acc)
-        terms = -(y * log_pos) if log_neg is None else -(log_neg + y * (log_pos - log_neg))
-        if mask is not None:
-            terms = torch.where(mask, terms, 0)
-        return terms.reshape(batch, channels, pixels).sum(-1, dtype=acc)
+    r"""The backward half on the torch blocks: dL/dlogits from the gradients of (tp, fp, fn, ce).
 
-    labels = target.reshape(batch, pixels).long()
-    valid = None if ignore_index is None else labels != ignore_index
-    if mask is not None:
-        pixel_mask = mask.reshape(batch, mask.shape[1], pixels)
-        if pixel_mask.shape[1] == 1:
-            valid = pixel_mask[:, 0] if valid is None else valid & pixel_mask[:, 0]
-            mask = None
-    safe = labels if valid is None else labels.masked_fill(~valid, 0)
-    pixel_keep = None if valid is None else valid.unsqueeze(1)
-    flat_pos = log_pos.reshape(batch, channels, pixels)
-    if channels == 1:
-        foreground = (safe == 1).to(acc).unsqueeze(1)
-        flat_neg = log_neg.reshape(batch, 1, pixels)
-        terms = -(flat_neg + foreground * (flat_pos - flat_neg))
-        return _selected(terms, pixel_keep).sum(-1, dtype=acc)
-    if mask is not None:
-        # Per-class mask on an index target: the one-hot of the labels (bool) selects each class's pixels.
-        hit = torch.zeros_like(flat_pos, dtype=torch.bool).scatter_(1, safe.unsqueeze(1), True)
-        counted = mask.reshape(batch, channels, pixels)
-        if valid is not None:
-            counted = counted & valid.unsqueeze(1)
-        if log_neg is None:
-            return -torch.where(hit & counted, flat_pos, 0).sum(-1, dtype=acc)
-        flat_neg = log_neg.reshape(batch, channels, pixels)
-        return -torch.where(counted, flat_neg + hit * (flat_pos - flat_neg), 0).sum(-1, dtype=acc)
-    picked = flat_pos.gather(1, safe.unsqueeze(1)).squeeze(1).to(acc)
-    if log_neg is not None:
-        picked = picked - log_neg.reshape(batch, channels, pixels).gather(1, safe.unsqueeze(1)).squeeze(1).to(acc)
-    picked = _selected(picked, valid)
-    ce = torch.zeros(batch, channels, dtype=acc, device=input.device).scatter_add(1, safe, -picked)
-    if log_neg is not None:
-        flat_neg = _selected(log_neg.reshape(batch, channels, pixels), pixel_keep)
-        ce = ce - flat_neg.sum(-1, dtype=acc)
-    return ce
+    .. math::
+
+        \frac{\partial L}{\partial x_i} = m_i (A' + B h_i),\quad A = G_{fp},\ B = G_{tp} - G_{fp} - G_{fn}
+
+    then the softmax or sigmoid backward and the cross-entropy's term (module docstring).
+
+    Convention:
+        Arguments as :func:`block_statistics`, with its log-sum-exp pair; ``grad_*`` (B, C) each (``grad_ce``
+        is read only with ``with_ce``). Returns a contiguous tensor of the logits' shape and dtype; excluded
+        pixels get exactly 0.
+
+    Example:
+        >>> logits, labels = torch.zeros(1, 2, 2), torch.tensor([[0, 1]])
+        >>> sums = block_statistics(logits, labels, None, None, activation="softmax", norm=1, with_ce=False,
+        ...                         with_range=False)
+        >>> ones, zeros = torch.ones(1, 2), torch.zeros(1, 2)
+        >>> block_gradient(logits, labels, None, None, sums[6], sums[7], ones, zeros, zeros, zeros,
+        ...                activation="softmax", norm=1, with_ce=False)                 # d(sum tp)/dz
+        tensor([[[ 0.2500, -0.2500],
+                 [-0.2500,  0.2500]]])
+    """
+    path = block_path(labels, activation, with_ce)
+    if path == "softmax_index":
+        return _softmax_index_gradient(
+            logits, labels, weight, lse_head, lse_tail, grad_tp, grad_fp, grad_fn, grad_ce, norm, with_ce
+        )
+    if path == "sigmoid_index":
+        return _sigmoid_index_gradient(logits, labels, weight, grad_tp, grad_fp, grad_fn, norm)
+    return _dense_gradient(
+        logits, dense, labels, weight, lse_head, lse_tail, grad_tp, grad_fp, grad_fn, grad_ce, activation, norm, with_ce
+    )

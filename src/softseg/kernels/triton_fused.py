@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from softseg.scores import LOG_EPS
 
@@ -128,12 +127,16 @@ def _forward_split(tiles: int, batch: int) -> tuple[int, int]:
     return -(-tiles // per_program), per_program
 
 
-def _forward_sums(logits, labels, dense, weight, activation, norm, with_ce):
-    """Run the forward kernel: the contiguous logits, dense target and uint8 weight, and the (5, B, C) sums
-    tp, prediction mass, target mass, target max, cross-entropy (zeros without it)."""
-    logits = logits.contiguous()
+def _kernel_inputs(logits: Tensor, dense: Tensor | None, weight: Tensor | None):
+    """The contiguous logits and dense target and the uint8 weight, as the kernels read them."""
     dense = None if dense is None else dense.contiguous()
-    weight = None if weight is None else weight.contiguous().view(torch.uint8)
+    return logits.contiguous(), dense, None if weight is None else weight.contiguous().view(torch.uint8)
+
+
+def _forward_sums(logits, labels, dense, weight, activation, norm, with_ce):
+    """Run the forward kernel: the (5, B, C) sums tp, prediction mass, target mass, target max, cross-entropy
+    (zeros without it)."""
+    logits, dense, weight = _kernel_inputs(logits, dense, weight)
     batch, channels, pixels = logits.shape
     pointers, weight_strides, flags, tiles = _launch_options(logits, labels, dense, weight, activation, norm, with_ce)
     programs, per_program = _forward_split(tiles, batch)
@@ -147,10 +150,10 @@ def _forward_sums(logits, labels, dense, weight, activation, norm, with_ce):
         sums[3] = sums[2] > 0  # target max of 0/1 labels: present or not
     else:
         sums[3] = partial[3].amax(-1)
-    return logits, dense, weight, sums
+    return sums
 
 
-def _logits_gradient(logits, labels, dense, weight, activation, norm, with_ce, coef) -> Tensor:
+def _logits_gradient(logits, dense, weight, labels, activation, norm, with_ce, coef) -> Tensor:
     """Run the backward kernel: dL/dlogits from coef (3, B, C) = dL/d(fp, tp - fp - fn, ce)."""
     batch, channels, pixels = logits.shape
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
@@ -161,35 +164,13 @@ def _logits_gradient(logits, labels, dense, weight, activation, norm, with_ce, c
     return grad
 
 
-def statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, *, with_ce: bool) -> tuple[Tensor, ...]:
-    r"""The outputs of a fused forward, (tp, fp, fn, target_max, ce); marks what has no gradient.
+def triton_statistics(
+    logits: Tensor, labels: Tensor | None, dense: Tensor | None, weight: Tensor | None, *, activation: str, norm: int,
+    with_ce: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""tp, fp, fn, target_max and cross-entropy sums, (B, C) each, computed by the Triton forward kernel.
 
-    .. math::
-
-        fp = \sum m x^p - tp,\qquad fn = \sum m y^p - tp
-
-    Convention:
-        ``ctx``: the autograd context of the forward; the sums (B, C) each; ``target_max`` (and ``ce``
-        without ``with_ce``) are marked non-differentiable.
-
-    Example:
-        >>> class Sums(torch.autograd.Function):
-        ...     @staticmethod
-        ...     def forward(ctx, tp):
-        ...         return statistics_outputs(ctx, tp, tp + 1, tp + 2, tp.new_ones(1), tp.new_zeros(1), with_ce=False)
-        >>> Sums.apply(torch.tensor([1.0], requires_grad=True))[1:3]
-        (tensor([1.], grad_fn=<SumsBackward>), tensor([2.], grad_fn=<SumsBackward>))
-    """
-    ctx.mark_non_differentiable(target_max)
-    if not with_ce:
-        ctx.mark_non_differentiable(ce)
-    return tp, pred_mass - tp, target_mass - tp, target_max, ce
-
-
-class TritonRegionStatistics(torch.autograd.Function):
-    r"""tp, fp, fn, target_max and cross-entropy sums, (B, C) each, computed by the Triton kernels.
-
-    The same outputs and gradient as the torch block path (:mod:`softseg.kernels.fused`):
+    The same outputs as the torch block path (:func:`softseg.kernels.fused.block_statistics`):
 
     .. math::
 
@@ -198,36 +179,44 @@ class TritonRegionStatistics(torch.autograd.Function):
 
     Convention:
         - ``logits`` (B, C, N) float32/float16/bfloat16 on a device Triton runs on (CUDA; the CPU only
-          under ``TRITON_INTERPRET=1``, for tests); sums in float32; the gradient has the logits' dtype.
+          under ``TRITON_INTERPRET=1``, for tests); sums in float32.
         - Exactly one of ``labels`` (B, N) int64 with ignored pixels already set to a valid class and
-          counted in ``weight``, and ``dense`` (B, C, N) probabilities. ``weight``: None or bool
-          (B, 1, N) / (B, C, N), True = counted.
+          left out by ``weight``, and ``dense`` (B, C, N) probabilities. ``weight``: None or bool
+          (B, 1, N) / (B, C, N), True = counted; excluded entries are selected out.
         - ``activation`` ``"softmax"`` or ``"sigmoid"``; ``norm`` 1 or 2; ``with_ce`` also returns the
-          cross-entropy sums (binary for sigmoid), else zeros. Differentiable once.
+          cross-entropy sums (binary for sigmoid), else zeros. :func:`triton_gradient` is the backward.
 
     Example:
-        >>> TritonRegionStatistics.__name__      # used through softseg.kernels.fused_statistics on CUDA
-        'TritonRegionStatistics'
+        >>> triton_statistics.__name__      # used through softseg's custom operators on CUDA
+        'triton_statistics'
     """
+    tp, pred_mass, target_mass, target_max, ce = _forward_sums(logits, labels, dense, weight, activation, norm, with_ce)
+    # Rows of one (5, B, C) tensor: an operator's outputs must not alias each other, so three are copied.
+    return tp.clone(), pred_mass - tp, target_mass - tp, target_max.clone(), ce.clone()
 
-    @staticmethod
-    def forward(ctx, logits, labels, dense, weight, activation, norm, with_ce):
-        logits, dense, weight, sums = _forward_sums(logits, labels, dense, weight, activation, norm, with_ce)
-        tp, pred_mass, target_mass, target_max, ce = sums
-        ctx.save_for_backward(logits, labels, dense, weight)
-        ctx.options = (activation, norm, with_ce)
-        return statistics_outputs(ctx, tp, pred_mass, target_mass, target_max, ce, with_ce=with_ce)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_tp, grad_fp, grad_fn, _grad_target_max, grad_ce):
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None, None
-        logits, labels, dense, weight = ctx.saved_tensors
-        activation, norm, with_ce = ctx.options
-        # dL/dx = m (A' + B h) with A' = A or 2 A x, plus the cross-entropy term G (softseg.kernels.fused)
-        coef = torch.stack([grad_fp, grad_tp - grad_fp - grad_fn, grad_ce]).to(torch.float32)
-        return _logits_gradient(logits, labels, dense, weight, activation, norm, with_ce, coef), *(None,) * 6
+def triton_gradient(
+    logits: Tensor, labels: Tensor | None, dense: Tensor | None, weight: Tensor | None, grad_tp: Tensor,
+    grad_fp: Tensor, grad_fn: Tensor, grad_ce: Tensor, *, activation: str, norm: int, with_ce: bool,
+) -> Tensor:
+    r"""dL/dlogits from the gradients of (tp, fp, fn, ce), by the Triton backward kernel.
+
+    .. math::
+
+        \frac{\partial L}{\partial x} = m (A' + B h),\quad A = G_{fp},\ B = G_{tp} - G_{fp} - G_{fn}
+
+    then the softmax or sigmoid backward and the cross-entropy's term (:mod:`softseg.kernels.fused`).
+
+    Convention:
+        Arguments as :func:`triton_statistics`; ``grad_*`` (B, C) each. Returns a contiguous tensor of the
+        logits' shape and dtype (float32 arithmetic); excluded pixels get exactly 0.
+
+    Example:
+        >>> triton_gradient.__name__
+        'triton_gradient'
+    """
+    coef = torch.stack([grad_fp, grad_tp - grad_fp - grad_fn, grad_ce]).to(torch.float32)
+    return _logits_gradient(*_kernel_inputs(logits, dense, weight), labels, activation, norm, with_ce, coef)
 
 
 MAX_TAIL_ENTRIES = 1 << 14  # (images x classes) the one-program loss tail handles; more take the torch tail
@@ -309,10 +298,13 @@ class TritonRegionLoss(torch.autograd.Function):
 
     Convention:
         - ``logits``, ``labels``, ``dense``, ``weight``, ``activation``, ``norm`` as in
-          :class:`TritonRegionStatistics`; ``options``: :class:`RegionLossOptions`; ``ce_count``: 0-d
+          :func:`triton_statistics`; ``options``: :class:`RegionLossOptions`; ``ce_count``: 0-d
           float32 tensor, the cross-entropy's number of counted terms (None without a CE term).
+        - ``differentiable_loss``: the same loss as a function of (RegionStatistics, cross-entropy sums or None)
+          in torch operations, from the losses' layer; used only for double backward (``create_graph=True``),
+          where it runs on the differentiable statistics of :func:`softseg.kernels.formula.statistics_sums`.
         - Returns the float32 scalar loss; values and gradients equal the torch path (statistics ->
-          :func:`softseg.losses.region.loss_from_statistics`) to float32 rounding. Differentiable once.
+          :func:`softseg.losses.region.loss_from_statistics`) to float32 rounding.
 
     Example:
         >>> TritonRegionLoss.__name__            # used by the losses on CUDA when Triton applies
@@ -320,12 +312,12 @@ class TritonRegionLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, dense, weight, activation, norm, options, ce_count):
+    def forward(ctx, logits, labels, dense, weight, activation, norm, options, ce_count, differentiable_loss):
         kernels = _kernels()
         with_ce = options.lambda_ce != 0
-        logits, dense, weight, sums = _forward_sums(logits, labels, dense, weight, activation, norm, with_ce)
         ctx.save_for_backward(logits, labels, dense, weight)
-        ctx.options = (activation, norm, with_ce)
+        sums = _forward_sums(logits, labels, dense, weight, activation, norm, with_ce)
+        ctx.options = (activation, norm, with_ce, differentiable_loss)
         batch, channels = sums.shape[1:]
         loss = torch.zeros(1, dtype=torch.float32, device=logits.device)
         coef = torch.zeros(3, batch, channels, dtype=torch.float32, device=logits.device)
@@ -343,11 +335,21 @@ class TritonRegionLoss(torch.autograd.Function):
         return loss[0]
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_loss):
         if not ctx.needs_input_grad[0]:
-            return (None,) * 8
+            return (None,) * 9
+        activation, norm, with_ce, differentiable_loss = ctx.options
         logits, labels, dense, weight = ctx.saved_tensors
-        activation, norm, with_ce = ctx.options
+        if torch.is_grad_enabled():  # create_graph=True: the same loss in torch operations, differentiable again
+            from softseg.kernels.formula import statistics_sums
+            from softseg.statistics import RegionStatistics
+
+            tp, fp, fn, target_max, ce, _ = statistics_sums(
+                logits, labels, dense, weight, activation=activation, norm=norm, with_ce=with_ce
+            )
+            loss = differentiable_loss(RegionStatistics(tp, fp, fn, target_max.detach()), ce if with_ce else None)
+            (grad,) = torch.autograd.grad(loss, logits, grad_loss, create_graph=True)
+            return grad, *(None,) * 8
         coef = ctx.coef * grad_loss.to(torch.float32)
-        return _logits_gradient(logits, labels, dense, weight, activation, norm, with_ce, coef), *(None,) * 7
+        grad = _logits_gradient(*_kernel_inputs(logits, dense, weight), labels, activation, norm, with_ce, coef)
+        return grad, *(None,) * 8

@@ -3,7 +3,7 @@ r"""Region + cross-entropy compound losses (Dice + CE and its Jaccard, Tversky a
 One function, :func:`region_ce_loss`, and one module, :class:`RegionCELoss`; :func:`dice_ce_loss` and
 :class:`DiceCELoss` fix the region term to Dice. The region term is :func:`softseg.tversky_loss` computed
 from the same statistics; with ``ce="cross_entropy"`` both terms come out of one fused pass over the
-logits (:func:`softseg.kernels.fused_statistics`): one softmax, shared, recomputed in backward.
+logits (:func:`softseg.dispatch.fused_statistics`): one softmax, shared, recomputed in backward.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import Tensor
 from softseg._checks import check_choice, check_input, check_mask, check_number, target_kind
 from softseg.activation import Activation
 from softseg.aggregation import Aggregation
-from softseg.kernels import fused_statistics
+from softseg.dispatch import fused_statistics
 from softseg.losses._module import FunctionalLoss
 from softseg.losses.region import _check_options, _loss_in_kernels, loss_from_statistics
 

@@ -27,12 +27,13 @@ from softseg._checks import (
 )
 from softseg.activation import Activation
 from softseg.aggregation import Aggregation, aggregate, parse_aggregation
+from softseg import dispatch
+from softseg.dispatch import logit_statistics
 from softseg.distributed import check_distributed_options, sync_statistics
-from softseg.kernels import fused as fused_kernels
 from softseg.kernels.triton_fused import RegionLossOptions
 from softseg.losses._module import FunctionalLoss
 from softseg.scores import LOG_EPS, power, tversky_index
-from softseg.statistics import RegionStatistics, logit_statistics
+from softseg.statistics import RegionStatistics
 
 
 
@@ -182,13 +183,13 @@ def _loss_in_kernels(
     lambda_ce: float = 0.0,
     ce_count: Tensor | None = None,
 ) -> Tensor | None:
-    """The whole loss from :func:`softseg.kernels.fused.fused_region_loss`, or None where only the torch tail applies.
+    """The whole loss from :func:`softseg.dispatch.fused_region_loss`, or None where only the torch tail applies.
 
     None where the Triton kernels don't take the input (off CUDA, so no check runs twice there), for
     ``reduction="none"``, ``distributed=True`` (the statistics are summed over ranks between the two
     halves) and a single channel without background. The options are validated by the caller.
     """
-    if not fused_kernels.triton_applies(input) or reduction == "none" or distributed:
+    if not dispatch.triton_applies(input) or torch.compiler.is_compiling() or reduction == "none" or distributed:
         return None
     if not include_background and input.shape[1] < 2:  # the torch tail raises the error for it
         return None
@@ -202,9 +203,22 @@ def _loss_in_kernels(
         class_weight=class_weight, present=active_classes == "present", threshold=presence_threshold,
         sum_reduction=reduction == "sum", lambda_region=lambda_region, lambda_ce=lambda_ce,
     )
-    return fused_kernels.fused_region_loss(
+    ce_count = None if ce_count is None else ce_count.to(torch.float32).reshape(())
+
+    def differentiable_loss(stats: RegionStatistics, ce_sums: Tensor | None) -> Tensor:
+        # The same loss in torch operations, for double backward through the kernels (create_graph=True).
+        region = loss_from_statistics(
+            stats, alpha=alpha, beta=beta, smooth=smooth, gamma=gamma, log_loss=log_loss, weight=class_weight,
+            include_background=include_background, aggregation=aggregation, active_classes=active_classes,
+            presence_threshold=presence_threshold, reduction=reduction,
+        )
+        if ce_sums is None:
+            return lambda_region * region
+        return lambda_region * region + lambda_ce * torch.where(ce_count > 0, ce_sums.sum() / ce_count.clamp_min(1), 0)
+
+    return dispatch.fused_region_loss(
         input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask, options=options,
-        ce_count=None if ce_count is None else ce_count.to(torch.float32).reshape(()),
+        ce_count=ce_count, differentiable_loss=differentiable_loss,
     )
 
 
