@@ -199,6 +199,13 @@ COMPOUND_CASES = {
     ),
     "monai_generalized_dice_focal": _case(56, [1, 3], "monai.GeneralizedDiceFocalLoss", target="dense", softmax=True),
 }
+# Compiled with fullgraph=True on each rank (the collectives traced into the graph): any split for global
+# aggregation, even splits for image and class.
+COMPILED_CASES = [
+    "global_dense_mask_uneven", "empty_rank_global", "image_present_no_foreground", "class_present_no_foreground",
+    "module_tversky_global_norm2", "compound_dice_ce_global", "smp_jaccard_multilabel_no_foreground",
+    "monai_tversky_batch_none",
+]
 # The option that turns off each term of a compound loss (by its own library's name).
 TERM_WEIGHTS = {
     "monai.DiceCELoss": ("lambda_dice", "lambda_ce"),
@@ -276,16 +283,32 @@ def _worker(rank, init_file, out_dir):
             loss = loss_fn(ddp(images[part]), labels[part], aggregation=spec["aggregation"], distributed=True)
             loss.backward()
             results[name] = (loss.detach(), [p.grad.clone() for p in model.parameters()])
-        # Under torch.compile the collectives run eagerly (a graph break), with the same result.
-        case = CASES["image_index_ignore_uneven"]
-        logits = case["logits"][_slice(case, rank)].clone().requires_grad_()
-        compiled = torch.compile(_loss, backend="eager")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            loss = compiled(case, logits, case["target"][_slice(case, rank)], None, distributed=True)
-            loss.backward()
-        results["compiled"] = (loss.detach(), logits.grad)
+        # Under torch.compile (fullgraph: no graph break) the collectives trace into the graph, with the same
+        # result; uneven slices for global aggregation, even ones for image and class.
+        caught = []
+        for name in COMPILED_CASES:
+            case = {**CASES, **COMPOUND_CASES}[name]
+            part = _slice(case, rank)
+            logits = case["logits"][part].clone().requires_grad_()
+            mask = case["mask"][part] if "mask" in case else None
+            torch._dynamo.reset()  # one function, many cases: each its own compile
+            compiled = torch.compile(_loss, backend="aot_eager", fullgraph=True)
+            with warnings.catch_warnings(record=True) as caught_here:
+                warnings.simplefilter("always")
+                loss = compiled(case, logits, case["target"][part], mask, distributed=True)
+                loss.sum().backward()
+            caught += caught_here
+            results[f"compiled_{name}"] = (loss.detach(), logits.grad)
         results["warnings"] = [str(w.message) for w in caught if "distributed" in str(w.message)]
+        # Uneven slices with image aggregation under the compiler: a clear error, not a wrong loss.
+        case = CASES["image_index_ignore_uneven"]
+        torch._dynamo.reset()
+        try:
+            torch.compile(_loss, backend="aot_eager", fullgraph=True)(
+                case, case["logits"][_slice(case, rank)], case["target"][_slice(case, rank)], None, distributed=True
+            )
+        except RuntimeError as error:
+            results["compiled_uneven"] = str(error)
         # The other rank's singleton group: this rank is no member, a local ValueError before any collective.
         try:
             softseg.dice_loss(torch.randn(1, 2, H, W), torch.zeros(1, H, W, dtype=torch.long), distributed=True,
@@ -393,13 +416,19 @@ def test_compound_region_term_synchronised_ce_term_local(ranks, name):
         torch.testing.assert_close(grad, WORLD * region_grad[part] + ce_grad, rtol=1e-10, atol=1e-12)
 
 
-def test_compiled_loss_equals_eager_without_deprecation_warnings(ranks):
+@pytest.mark.parametrize("name", COMPILED_CASES)
+def test_compiled_loss_equals_eager_without_deprecation_warnings(ranks, name):
     for rank in range(WORLD):
-        loss, grad = ranks[rank]["compiled"]
-        eager_loss, eager_grad = ranks[rank]["image_index_ignore_uneven"]
+        loss, grad = ranks[rank][f"compiled_{name}"]
+        eager_loss, eager_grad = ranks[rank][name]
         torch.testing.assert_close(loss, eager_loss, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(grad, eager_grad, rtol=1e-10, atol=1e-12)
         assert ranks[rank]["warnings"] == []
+
+
+def test_compiled_uneven_image_slices_are_a_clear_error(ranks):
+    for rank in range(WORLD):
+        assert "needs the same batch size and number of classes on every rank" in ranks[rank]["compiled_uneven"]
 
 
 def test_group_without_this_rank_is_a_clear_error(ranks):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import softseg.dispatch as dispatch
 import softseg.kernels.fused as fused_module
-from softseg import activate, region_statistics, set_value_checks, tversky_loss
+from softseg import activate, dice_ce_loss, region_statistics, set_value_checks, tversky_loss
 from softseg.dispatch import fused_statistics
 from softseg.losses.region import loss_from_statistics
 from softseg.dispatch import logit_statistics
@@ -320,12 +320,57 @@ def test_fallbacks_take_the_reference_path(monkeypatch):
     assert len(calls) == 3  # the common case is fused
 
 
-def test_torch_compile_falls_back_cleanly():
-    # Under the compiler the plain path runs (the compiler fuses it); the value equals eager's.
-    logits = torch.randn(2, 3, 8, 8)
-    labels = torch.randint(0, 3, (2, 8, 8))
-    compiled = torch.compile(lambda z, y: tversky_loss(z, y, ignore_index=2), backend="eager", fullgraph=False)
-    torch.testing.assert_close(compiled(logits, labels), tversky_loss(logits, labels, ignore_index=2))
+@pytest.mark.parametrize("kind", ["index_ignore", "dense_class_mask", "dense_pixel_mask"])
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("norm", [1, 2])
+def test_double_backward_equals_reference_path(monkeypatch, kind, activation, norm):
+    # create_graph=True through the fused operator (issue #14, item 8): the gradient is differentiable again,
+    # and its derivative (a gradient penalty's) equals the reference path's.
+    logits = torch.randn(2, 3, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(20)) * 2
+    target, options = _targets(kind, 2, 3, (40,), seed=21)
+    coefs = torch.randn(4, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(22))
+
+    def penalty(fused):
+        monkeypatch.setattr(dispatch, "_fused_path_applies", lambda *args, **kwargs: fused)
+        z = logits.clone().requires_grad_()
+        stats, ce = fused_statistics(z, target, activation=activation, norm=norm, cross_entropy=True, **options)
+        # a smooth function of the sums, so the second derivative is not zero
+        value = (coefs[0] * stats.tp.square() + coefs[1] * stats.fp * stats.fn + coefs[2] * stats.fn + coefs[3] * ce).sum()
+        (grad,) = torch.autograd.grad(value, z, create_graph=True)
+        (grad.square().sum() + (grad * z).sum()).backward()
+        return grad.detach(), z.grad
+
+    fused_grad, fused_second = penalty(True)
+    reference_grad, reference_second = penalty(False)
+    torch.testing.assert_close(fused_grad, reference_grad)
+    torch.testing.assert_close(fused_second, reference_second)
+    assert fused_second.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["index_ignore", "dense"])
+def test_gradgradcheck_fused_operator(kind):
+    logits = torch.randn(2, 3, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(23), requires_grad=True)
+    target, options = _targets(kind, 2, 3, (12,), seed=24)
+
+    def combined(z):
+        stats, ce = fused_statistics(z, target, cross_entropy=True, **options)
+        return stats.tp.square().sum() - (stats.fp * stats.fn).sum() + ce.sum()
+
+    assert torch.autograd.gradgradcheck(combined, (logits,))
+
+
+def test_double_backward_of_the_losses_equals_reference(monkeypatch):
+    logits = torch.randn(2, 3, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(25))
+    labels = torch.randint(0, 3, (2, 5, 6), generator=torch.Generator().manual_seed(26))
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(dispatch, "_fused_path_applies", lambda *args, fused=fused, **kwargs: fused)
+        z = logits.clone().requires_grad_()
+        loss = dice_ce_loss(z, labels, ignore_index=2, aggregation="image") + tversky_loss(z, labels, gamma=2.0)
+        (grad,) = torch.autograd.grad(loss, z, create_graph=True)
+        grad.square().sum().backward()
+        results.append(z.grad)
+    torch.testing.assert_close(results[0], results[1])
 
 
 def test_softmax_single_channel_is_rejected():

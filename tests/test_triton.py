@@ -364,3 +364,27 @@ def test_whole_loss_kernels_select_excluded_pixels_out(monkeypatch):
     torch.testing.assert_close(fast, clean)
     torch.testing.assert_close(fast_grad, clean_grad)
     assert bool((fast_grad[ignored[:, 0], :, ignored[:, 1]] == 0).all())
+
+
+# ---------------------------------------------------------------- double backward (issue #14, item 8)
+
+
+@pytest.mark.parametrize("loss_name", ["dice", "dice_ce"])
+@pytest.mark.parametrize("whole", [True, False])
+def test_double_backward_through_the_kernels_equals_reference(loss_name, whole, monkeypatch):
+    # create_graph=True through the whole-loss kernels (TritonRegionLoss) and through the statistics kernels
+    # + torch tail: the gradient penalty's derivative equals the reference path's.
+    loss = {"dice": lambda z, y, **o: dice_loss(z, y, aggregation="image", **o), "dice_ce": dice_ce_loss}[loss_name]
+    logits = (torch.randn(2, 3, 50, generator=torch.Generator().manual_seed(19)) * 2).to(DEVICE)
+    labels, options = _targets("index_ignore", 2, 3, 50)
+    monkeypatch.setattr(triton_module, "MAX_TAIL_ENTRIES", 1 << 14 if whole else 0)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(dispatch, "_fused_path_applies", lambda *args, fused=fused, **kwargs: fused)
+        z = logits.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(loss(z, labels, **options), z, create_graph=True)
+        grad.square().sum().backward()
+        results.append((grad.detach(), z.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-3, atol=1e-6)
+    assert results[0][1].abs().sum() > 0

@@ -188,6 +188,7 @@ def fused_statistics(
         tp, fp, fn, target_max, ce = CompiledStatistics.apply(
             logits, labels, dense, weight, activation, norm, cross_entropy
         )
+        target_max = target_max.detach()
     else:
         tp, fp, fn, target_max, ce, target_range, _, _ = torch.ops.softseg.logit_statistics(
             logits, labels, dense, weight, activation, norm, cross_entropy, range_in_forward, use_triton

@@ -133,7 +133,6 @@ def resolve_process_group(process_group: dist.ProcessGroup | None) -> dist.Proce
     return process_group
 
 
-@torch.compiler.disable  # eager collectives: under torch.compile this is a graph break, not an error
 def sync_statistics(
     stats: RegionStatistics,
     *,
@@ -166,6 +165,10 @@ def sync_statistics(
           N ranks turns that into exactly the single-process parameter gradient.
         - Every rank of the group must call it (a rank that raises before the collective leaves the others
           waiting until the process group's timeout).
+        - Under ``torch.compile`` it traces into the graph (functional collectives, no graph break, no host
+          sync). There the ``"image"``/``"class"`` rows are gathered with one all-gather, which needs the same
+          batch size on every rank (``DistributedSampler(drop_last=True)``, as compiled training usually
+          has); a different size fails a device-side assertion that says so. ``"global"`` takes any sizes.
 
     Example:
         >>> import tempfile, torch, torch.distributed as dist
@@ -184,6 +187,8 @@ def sync_statistics(
     for level in levels:
         check_choice("levels", level, LEVELS)
     group = resolve_process_group(process_group)
+    if torch.compiler.is_compiling():
+        return _traced_sync(stats, levels, group)
     # torch.distributed.nn.functional is the public autograd-aware API (all_reduce's backward all-reduces
     # the gradient) on every backend and every torch >= 2.2. Recent PyTorch marks it deprecated in favour of
     # the private torch.distributed._functional_collectives, whose all_reduce has autograd only in recent
@@ -229,3 +234,28 @@ def _gather_images(stats: RegionStatistics, group: dist.ProcessGroup, collective
     # Cut every rank's padding off before anything is summed or averaged: padded rows never count.
     rows = torch.cat([slots[r, :size] for r, size in enumerate(sizes)])
     return RegionStatistics(*rows.unbind(1))
+
+
+def _traced_sync(stats: RegionStatistics, levels: tuple[str, ...], group: dist.ProcessGroup) -> RegionStatistics:
+    """:func:`sync_statistics` under ``torch.compile``: functional collectives, which the compiler traces.
+
+    Their autograd (all_reduce: an all-reduce of the gradient; all_gather: a reduce-scatter) gives the
+    gradient scaling of the eager path.
+    """
+    import torch.distributed._functional_collectives as functional
+
+    if set(levels) == {"global"}:
+        pooled = stats.sum_images()
+        counts = functional.all_reduce(torch.stack((pooled.tp, pooled.fp, pooled.fn)), "sum", group)
+        target_max = functional.all_reduce(pooled.target_max.detach(), "max", group)
+        return RegionStatistics(counts[0], counts[1], counts[2], target_max)
+    rows = torch.stack(tuple(stats), dim=1)  # (B_r, 4, C)
+    shape = rows.new_tensor([rows.shape[0], rows.shape[2]], dtype=torch.int64)
+    shapes = functional.all_gather_tensor(shape, 0, group).view(-1, 2)
+    torch._assert_async(
+        (shapes == shape).all(),
+        "distributed=True under torch.compile with image or class aggregation needs the same batch size and "
+        "number of classes on every rank (use DistributedSampler(drop_last=True)), or run the loss eagerly",
+    )
+    gathered = functional.all_gather_tensor_autograd(rows, 0, group)
+    return RegionStatistics(*gathered.unbind(1))

@@ -211,8 +211,8 @@ class CompiledStatistics(torch.autograd.Function):
     pixel's log-sum-exp are saved. Differentiable twice (the backward is made of torch operations).
 
     Convention:
-        Arguments and outputs as :func:`statistics_sums` (without ``lse``); ``target_max`` is not
-        differentiable, nor ``ce`` without ``with_ce``.
+        Arguments and outputs as :func:`statistics_sums` (without ``lse``); the gradients of ``target_max``,
+        and of ``ce`` without ``with_ce``, are ignored (detach ``target_max``).
 
     Example:
         >>> logits = torch.zeros(1, 2, 3, requires_grad=True)
@@ -229,9 +229,8 @@ class CompiledStatistics(torch.autograd.Function):
         )
         ctx.save_for_backward(logits, labels, dense, weight, lse)
         ctx.options = (activation, norm, with_ce)
-        ctx.mark_non_differentiable(target_max)
-        if not with_ce:
-            ctx.mark_non_differentiable(ce)
+        # (target_max carries no gradient; not marked: mark_non_differentiable makes dynamo instantiate the
+        # Function, which torch deprecates. The caller detaches it, and backward ignores its gradient.)
         return tp, fp, fn, target_max, ce
 
     @staticmethod
