@@ -100,8 +100,28 @@ def test_cuda_device_without_cuda_is_refused(capsys):
     assert "--device cuda: torch sees no CUDA device here" in capsys.readouterr().err
 
 
-def test_blocks_rows_are_cuda_only():
-    rows = benchmark.run_benchmark(workloads=["W3"], implementations=["softseg-blocks"], scale=0.02, repeats=1,
-                                   warmup=0, fresh_process=False, install_peers=False)
-    assert rows[0]["status"] == "not supported"
-    assert rows[0]["note"] == "softseg-blocks differs from softseg on CUDA only"
+def test_blocks_rows_run_the_torch_block_path(monkeypatch):
+    # softseg-blocks turns the native and Triton kernels off for its steps: the torch blocks run, same loss.
+    import softseg.kernels.ops as ops
+
+    paths = []
+    original = ops.block_statistics
+    monkeypatch.setattr(ops, "block_statistics", lambda *a, **k: paths.append("blocks") or original(*a, **k))
+    rows = benchmark.run_benchmark(workloads=["W2"], implementations=["softseg-blocks", "softseg"], scale=0.02,
+                                   repeats=1, warmup=0, fresh_process=False, install_peers=False)
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    assert rows[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-5)
+    assert paths  # the block path ran
+
+
+def test_compile_mode_rows_and_goals():
+    rows = benchmark.run_benchmark(workloads=["W5-2d"], implementations=["softseg", "cross_entropy"], scale=0.02,
+                                   repeats=1, warmup=0, fresh_process=False, install_peers=False, compile=True)
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    eager = benchmark.run_benchmark(workloads=["W5-2d"], implementations=["softseg"], scale=0.02, repeats=1,
+                                    warmup=0, fresh_process=False, install_peers=False)
+    assert rows[0]["loss"] == pytest.approx(eager[0]["loss"], rel=1e-5)
+    rows[0]["extra_bytes"], rows[1]["extra_bytes"] = 10, 40
+    goals = benchmark._goal_report(rows, compile=True)
+    assert "- W5-2d compiled softseg Dice + CE time / compiled cross-entropy time <= 1.2: " in goals
+    assert "- W5-2d compiled softseg extra peak memory / logits size <= max(0.25, cross-entropy's) = 0.25: " in goals

@@ -22,6 +22,7 @@ import softseg.dispatch as dispatch
 import softseg.kernels.ops as ops_module
 from softseg import set_value_checks
 from softseg.dispatch import fused_statistics
+from softseg.kernels.native import native_available, native_status
 from softseg.losses.compound import DiceCELoss, RegionCELoss, dice_ce_loss, region_ce_loss
 
 SOURCE = pathlib.Path(softseg.__file__).parent
@@ -300,13 +301,18 @@ def test_old_import_paths_still_work():
 
 
 OPCHECK_CASES = {
-    "softmax_index_weight_ce": lambda z, y, soft, w, cw: (z, y, None, w, "softmax", 1, True, False, False),
+    "softmax_index_weight_ce": lambda z, y, soft, w, cw: (z, y, None, w, "softmax", 1, True, False, "blocks"),
     "softmax_dense_class_weight_norm2_range": lambda z, y, soft, w, cw: (z, None, soft, cw, "softmax", 2, False, True,
-                                                                         False),
-    "sigmoid_dense_ce": lambda z, y, soft, w, cw: (z, None, soft, w, "sigmoid", 1, True, False, False),
-    "sigmoid_index": lambda z, y, soft, w, cw: (z, y, None, None, "sigmoid", 2, False, False, False),
+                                                                         "blocks"),
+    "sigmoid_dense_ce": lambda z, y, soft, w, cw: (z, None, soft, w, "sigmoid", 1, True, False, "blocks"),
+    "sigmoid_index": lambda z, y, soft, w, cw: (z, y, None, None, "sigmoid", 2, False, False, "blocks"),
     "sigmoid_binary_range": lambda z, y, soft, w, cw: (z[:, :1].contiguous(), (y > 0).long(), None, w, "sigmoid", 1,
-                                                       False, True, False),
+                                                       False, True, "blocks"),
+    "native_softmax_index_ce": lambda z, y, soft, w, cw: (z.float(), y, None, w, "softmax", 1, True, False, "native"),
+    "native_softmax_dense_range": lambda z, y, soft, w, cw: (z.float(), None, soft.float(), cw, "softmax", 1, False,
+                                                             True, "native"),
+    "native_sigmoid_index_norm2": lambda z, y, soft, w, cw: (z.float(), y, None, w, "sigmoid", 2, False, False,
+                                                             "native"),
 }
 
 
@@ -320,6 +326,8 @@ def test_opcheck_statistics_operator(case):
     soft = torch.rand(2, 3, 30, generator=gen, dtype=torch.float64)
     w = torch.rand(2, 1, 30, generator=gen) > 0.3
     cw = torch.rand(2, 3, 30, generator=gen) > 0.3
+    if case.startswith("native") and not native_available():
+        pytest.skip(native_status())
     args = OPCHECK_CASES[case](z, y, soft, w, cw)
     if args[0] is not z:
         args = (args[0].detach().requires_grad_(), *args[1:])
@@ -330,23 +338,32 @@ def test_opcheck_backward_operator_and_fake_shapes():
     gen = torch.Generator().manual_seed(5)
     z = torch.randn(2, 3, 20, generator=gen)
     y = torch.randint(0, 3, (2, 20), generator=gen)
-    outputs = torch.ops.softseg.logit_statistics(z, y, None, None, "softmax", 1, True, False, False)
     grads = [torch.randn(2, 3, generator=gen) for _ in range(4)]
-    args = (z, y, None, None, outputs[6], outputs[7], *grads, "softmax", 1, True, False)
-    torch.library.opcheck(torch.ops.softseg.logit_statistics_backward.default, args)
+    for path in ("blocks", "native") if native_available() else ("blocks",):
+        outputs = torch.ops.softseg.logit_statistics(z, y, None, None, "softmax", 1, True, False, path)
+        args = (z, y, None, None, outputs[6], outputs[7], *grads, "softmax", 1, True, path)
+        torch.library.opcheck(torch.ops.softseg.logit_statistics_backward.default, args)
     # the fake outputs: (B, C) sums in float32 (float64 for float64), the log-sum-exp pair of the softmax blocks
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
         fake = torch.ops.softseg.logit_statistics(
             torch.empty(4, 5, 7, dtype=torch.bfloat16), torch.empty(4, 7, dtype=torch.long), None, None,
-            "softmax", 1, True, False, False,
+            "softmax", 1, True, False, "blocks",
+        )
+        native = torch.ops.softseg.logit_statistics(
+            torch.empty(4, 5, 7), torch.empty(4, 7, dtype=torch.long), None, None, "softmax", 1, True, False, "native",
         )
     assert [tuple(t.shape) for t in fake] == [(4, 5)] * 5 + [(0,), (4, 1, 7), (4, 1, 7)]
-    assert [t.dtype for t in fake] == [torch.float32] * 7 + [torch.bfloat16]
+    assert [t.dtype for t in fake] == [torch.float32] * 7 + [torch.bfloat16]  # log-sum-exp: float32 head, bf16 tail
+    assert [tuple(t.shape) for t in native] == [(4, 5)] * 5 + [(0,), (4, 1, 7), (4, 1, 7)]
+    assert [t.dtype for t in native] == [torch.float32] * 8  # each pixel's max and 1 / sum of exponentials
 
 
-def test_range_request_is_checked():
-    with pytest.raises(ValueError, match="with_range needs the torch blocks and a dense target"):
+def test_range_request_and_path_are_checked():
+    with pytest.raises(ValueError, match="with_range needs the CPU paths and a dense target"):
         torch.ops.softseg.logit_statistics(torch.zeros(1, 2, 3), torch.zeros(1, 3, dtype=torch.long), None, None,
-                                           "softmax", 1, False, True, False)
+                                           "softmax", 1, False, True, "blocks")
+    with pytest.raises(ValueError, match="path must be one of 'blocks', 'native', 'triton'; got 'fast'"):
+        torch.ops.softseg.logit_statistics(torch.zeros(1, 2, 3), torch.zeros(1, 3, dtype=torch.long), None, None,
+                                           "softmax", 1, False, False, "fast")

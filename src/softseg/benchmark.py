@@ -8,8 +8,9 @@ Workloads (float32 logits, forward + backward; the issue's W1-W5):
 - ``W4-3d``, ``W4-2d``: W1 and W2 with dense soft targets (class probabilities).
 - ``W5-3d``, ``W5-2d``: Dice + cross-entropy on W1 and W2.
 
-Implementations: ``softseg`` (the fused path: Triton kernels on CUDA, torch blocks on CPU),
-``softseg-blocks`` (CUDA only: the torch block path, Triton turned off), ``softseg-unfused`` (activate +
+Implementations: ``softseg`` (the fused path: Triton kernels on CUDA, the native kernels on CPU where a C++
+compiler built them, else the torch blocks), ``softseg-blocks`` (the torch block path: Triton and the native
+kernels turned off), ``softseg-unfused`` (activate +
 region_statistics, the reference path), ``monai`` (DiceLoss with ``soft_label=True``, DiceCELoss for W5), ``smp``
 (segmentation_models_pytorch's DiceLoss, where installed), ``torch-reference`` (the soft Dice formula
 in plain torch with a dense one-hot), and ``cross_entropy`` (``F.cross_entropy``; binary cross-entropy
@@ -27,6 +28,9 @@ gradient, hands free memory back (``malloc_trim``), records the RSS, resets the 
 memory" is that peak minus the RSS before the step minus the logits' gradient, i.e. what the loss
 needs beyond the logits and their gradient. (On CUDA the allocator's peak counter is exact in the
 timing process.)
+
+``--compile`` wraps every implementation in ``torch.compile`` (inductor, the default backend; graph breaks
+allowed, as a user would compile a peer) and times the compiled steps: the first step, untimed, compiles.
 
 The table's ratios are ``median time / median time of cross_entropy`` on the same workload and
 ``extra peak memory / logits bytes``. ``main`` is the command line (``benchmarks/run.py``, ``softseg bench``);
@@ -125,20 +129,22 @@ def _one_hot(target: torch.Tensor, channels: int) -> torch.Tensor:
     return F.one_hot(target, channels).movedim(-1, 1).float()
 
 
-def _without_triton(loss: Callable) -> Callable:
-    """``loss`` with the Triton kernels turned off for its forward (backward follows the forward's choice)."""
-    from softseg.kernels.triton_fused import ENVIRONMENT_SWITCH
+def _blocks_only(loss: Callable) -> Callable:
+    """``loss`` with the Triton and native kernels turned off for its forward (backward follows its choice)."""
+    from softseg.kernels.native import ENVIRONMENT_SWITCH as NATIVE_SWITCH
+    from softseg.kernels.triton_fused import ENVIRONMENT_SWITCH as TRITON_SWITCH
 
     def blocks(z, y):
-        saved = os.environ.get(ENVIRONMENT_SWITCH)
-        os.environ[ENVIRONMENT_SWITCH] = "0"
+        saved = {name: os.environ.get(name) for name in (TRITON_SWITCH, NATIVE_SWITCH)}
+        os.environ.update({name: "0" for name in saved})
         try:
             return loss(z, y)
         finally:
-            if saved is None:
-                del os.environ[ENVIRONMENT_SWITCH]
-            else:
-                os.environ[ENVIRONMENT_SWITCH] = saved
+            for name, value in saved.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
 
     return blocks
 
@@ -150,9 +156,7 @@ def _loss_function(
     channels = workload.shape[1]
     act = workload.activation
     if implementation == "softseg-blocks":
-        if device != "cuda":
-            raise NotImplementedError("softseg-blocks differs from softseg on CUDA only")
-        return _without_triton(_loss_function(workload, "softseg"))
+        return _blocks_only(_loss_function(workload, "softseg"))
     if implementation == "softseg":
         from softseg.losses.compound import dice_ce_loss
         from softseg.losses.region import dice_loss
@@ -301,14 +305,16 @@ def _measure(
     threads: int | None,
     device: str = "cpu",
     min_time: float = 0.0,
+    compile: bool = False,
 ) -> dict:
     """Run one configuration in this process: the median time of the timed steps (and CUDA's extra memory).
 
     At least ``repeats`` timed steps, more until they add up to ``min_time`` seconds (at most
     ``MAX_TIMED_STEPS``). On CUDA the allocator's own peak counter gives the extra memory of one more
     step; on CPU ``extra_bytes`` is None: :func:`_measure_memory` takes it, in a process of its own.
+    ``compile``: the loss under ``torch.compile``; its first (untimed) step compiles.
     """
-    row, loss_fn = _configuration(workload, implementation, threads, device)
+    row, loss_fn = _configuration(workload, implementation, threads, device, compile)
     if loss_fn is None:
         return row
     logits, target = _inputs(workload, device=device)
@@ -340,19 +346,23 @@ def _measure(
     )
 
 
-def _configuration(workload: Workload, implementation: str, threads: int | None, device: str):
-    """The row's keys and the loss function, or a finished row ("not installed", "not supported") and None."""
+def _configuration(workload: Workload, implementation: str, threads: int | None, device: str, compile: bool = False):
+    """The row's keys and the loss function, or a finished row ("not installed", "not supported") and None.
+
+    ``compile`` wraps the loss in ``torch.compile`` (inductor; graph breaks allowed, as for any peer).
+    """
     if threads:
         torch.set_num_threads(threads)
     row = {"workload": workload.name, "implementation": implementation, "shape": list(workload.shape)}
     try:
-        return row, _loss_function(workload, implementation, device)
+        loss_fn = _loss_function(workload, implementation, device)
+        return row, torch.compile(loss_fn) if compile else loss_fn
     except (ImportError, NotImplementedError) as error:
         status = "not installed" if isinstance(error, ImportError) else "not supported"
         return dict(row, status=status, note=str(error).splitlines()[0][:120]), None
 
 
-def _measure_memory(workload: Workload, implementation: str, threads: int | None) -> dict:
+def _measure_memory(workload: Workload, implementation: str, threads: int | None, compile: bool = False) -> dict:
     """CPU extra peak memory of one step, in a fresh process whose allocator maps big blocks on their own.
 
     :func:`_rss_follows_live_memory` comes first, before any input exists, so the RSS follows the live
@@ -361,7 +371,7 @@ def _measure_memory(workload: Workload, implementation: str, threads: int | None
     """
     if sys.platform.startswith("linux"):
         _rss_follows_live_memory()
-    row, loss_fn = _configuration(workload, implementation, threads, "cpu")
+    row, loss_fn = _configuration(workload, implementation, threads, "cpu", compile)
     if loss_fn is None:
         return row
     logits, target = _inputs(workload)
@@ -417,6 +427,7 @@ def run_benchmark(
     progress: Callable[[dict], None] | None = None,
     device: str = "cpu",
     min_time: float = 0.0,
+    compile: bool = False,
 ) -> list[dict]:
     r"""Measure every (workload, implementation): median forward + backward time and extra peak memory.
 
@@ -432,7 +443,7 @@ def run_benchmark(
         - ``fresh_process=True``: one interpreter per configuration (the CPU memory figure needs it; with
           ``False`` it is None on CPU). ``install_peers``: pip-install a missing MONAI, else skip its rows.
         - ``device``: ``"cpu"`` or ``"cuda"`` (inputs drawn on the CPU, then moved; each step is
-          synchronized before the clock is read). ``softseg-blocks`` rows are "not supported" off CUDA.
+          synchronized before the clock is read). ``compile``: every implementation under ``torch.compile``.
         - Returns one dict per row: ``workload``, ``implementation``, ``status`` (``"ok"``, ``"not
           installed"``, ``"not supported"``, ``"skipped"``, ``"failed"``, ``"timed out"``) and, when ok,
           ``median_s``, ``steps`` (timed), ``extra_bytes``, ``logits_bytes`` and the ``loss`` value.
@@ -452,14 +463,15 @@ def run_benchmark(
                 row = {"workload": name, "implementation": "monai", "status": "skipped", "note": monai_missing}
             elif fresh_process:
                 spec = {"workload": name, "implementation": implementation, "scale": scale, "repeats": repeats,
-                        "warmup": warmup, "threads": threads, "device": device, "min_time": min_time}
+                        "warmup": warmup, "threads": threads, "device": device, "min_time": min_time,
+                        "compile": compile}
                 row = _measure_in_fresh_process(dict(spec, part="time"), timeout)
                 if row["status"] == "ok" and device == "cpu":  # the memory figure in a process of its own
                     memory = _measure_in_fresh_process(dict(spec, part="memory"), timeout)
                     row["extra_bytes"] = memory.get("extra_bytes") if memory["status"] == "ok" else None
             else:
                 row = _measure(workload, implementation, repeats=repeats, warmup=warmup, threads=threads,
-                               device=device, min_time=min_time)
+                               device=device, min_time=min_time, compile=compile)
             rows.append(row)
             if progress is not None:
                 progress(row)
@@ -489,6 +501,10 @@ def _machine_description(device: str = "cpu") -> str:
         except ImportError:
             triton_version = "not installed"
         text += f"; GPU {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}, Triton {triton_version}"
+    else:
+        from softseg.kernels.native import native_status
+
+        text += f"; {native_status()}"
     return text
 
 
@@ -517,8 +533,8 @@ def _format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _goal_report(rows: list[dict]) -> str:
-    """The issue's goals, each with the measured figure and met / not met."""
+def _goal_report(rows: list[dict], compile: bool = False) -> str:
+    """The issues' goals (#4 eagerly, #13 with ``compile``), each with the measured figure and met / not met."""
     by_key = {(r["workload"], r["implementation"]): r for r in rows if r["status"] == "ok"}
     lines = []
 
@@ -533,6 +549,8 @@ def _goal_report(rows: list[dict]) -> str:
         met = value >= limit if higher_is_better else value <= limit
         lines.append(f"- {goal}: {value:.2f} ({'met' if met else 'NOT met'})")
 
+    if compile:
+        return _compiled_goal_report(by_key, ratio, add, lines)
     for workload in ("W1", "W2", "W3", "W4-3d", "W4-2d"):
         if (workload, "softseg") in by_key:
             add(f"{workload} softseg Dice time / cross-entropy time <= 0.8", ratio(workload, "softseg", "cross_entropy"), 0.8)
@@ -545,6 +563,28 @@ def _goal_report(rows: list[dict]) -> str:
             add(f"{workload} softseg extra peak memory / logits size <= 1", row["extra_bytes"] / row["logits_bytes"], 1.0)
     if ("W1", "softseg") in by_key and ("W1", "monai") in by_key:
         add("W1 speed-up over MONAI DiceLoss(soft_label=True) >= 3", ratio("W1", "monai", "softseg"), 3.0, True)
+    for workload in WORKLOADS:  # issue #13: eager no worse than the torch block path (the path of issue #4)
+        if (workload, "softseg") in by_key and (workload, "softseg-blocks") in by_key:
+            add(f"{workload} softseg time / torch block path time <= 1",
+                ratio(workload, "softseg", "softseg-blocks"), 1.0)
+    return "\n".join(lines)
+
+
+def _compiled_goal_report(by_key: dict, ratio: Callable, add: Callable, lines: list[str]) -> str:
+    """Issue #13's goals under torch.compile: time against compiled cross-entropy, memory against the logits."""
+    for workload in WORKLOADS:
+        if (workload, "softseg") not in by_key:
+            continue
+        limit = 1.2 if WORKLOADS[workload].compound else 1.0
+        loss = "Dice + CE" if WORKLOADS[workload].compound else "Dice"
+        add(f"{workload} compiled softseg {loss} time / compiled cross-entropy time <= {limit}",
+            ratio(workload, "softseg", "cross_entropy"), limit)
+        ours, baseline = by_key[(workload, "softseg")], by_key.get((workload, "cross_entropy"))
+        if ours.get("extra_bytes") is not None:
+            ce_share = baseline["extra_bytes"] / baseline["logits_bytes"] if baseline and baseline.get("extra_bytes") is not None else 0.0
+            limit = max(0.25, ce_share)
+            add(f"{workload} compiled softseg extra peak memory / logits size <= max(0.25, cross-entropy's) = {limit:.2f}",
+                ours["extra_bytes"] / ours["logits_bytes"], limit)
     return "\n".join(lines)
 
 
@@ -556,7 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Convention:
         ``argv`` as ``sys.argv[1:]`` (None: the real command line): ``--workloads``, ``--implementations``,
         ``--quick`` (spatial sides x 0.1, 2 timed steps), ``--scale``, ``--repeats``, ``--min-time``, ``--warmup``,
-        ``--threads``, ``--no-install``, ``--process fresh|same`` (``--in-process``: same), ``--json PATH``.
+        ``--threads``, ``--device``, ``--compile``, ``--no-install``, ``--process fresh|same`` (``--in-process``:
+        same), ``--json PATH``.
         Returns the exit status 0; bad arguments exit with argparse's message (status 2).
 
     Example:
@@ -575,8 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS),
                         metavar="NAME", help=f"workloads to run (default: all of {', '.join(WORKLOADS)})")
     parser.add_argument("--implementations", nargs="+", choices=IMPLEMENTATIONS, default=None, metavar="NAME",
-                        help=f"implementations to run (default: all of {', '.join(IMPLEMENTATIONS)}; "
-                        "softseg-blocks on CUDA only)")
+                        help=f"implementations to run (default: all of {', '.join(IMPLEMENTATIONS)})")
     parser.add_argument("--quick", action="store_true",
                         help=f"tiny inputs (spatial sides x {QUICK_SCALE}), 2 timed steps, in this process: "
                         "checks that every configuration runs, in seconds (the figures mean nothing)")
@@ -588,8 +628,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before timing (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
-                        help="where the losses run (default cpu); cuda adds the softseg-blocks rows and takes "
-                        "20 timed steps by default")
+                        help="where the losses run (default cpu); cuda takes 20 timed steps by default")
+    parser.add_argument("--compile", action="store_true",
+                        help="every implementation under torch.compile (inductor); the first step compiles, untimed")
     parser.add_argument("--no-install", action="store_true", help="do not pip-install a missing MONAI; skip its rows")
     parser.add_argument("--process", choices=("fresh", "same"), default=None,
                         help="'fresh': one interpreter per configuration, with the memory figure (default); "
@@ -604,11 +645,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = json.loads(args.worker)
         workload = WORKLOADS[spec["workload"]].scaled(spec["scale"])
         if spec.get("part") == "memory":
-            row = _measure_memory(workload, spec["implementation"], spec["threads"])
+            row = _measure_memory(workload, spec["implementation"], spec["threads"], spec.get("compile", False))
         else:
             row = _measure(workload, spec["implementation"], repeats=spec["repeats"], warmup=spec["warmup"],
                            threads=spec["threads"], device=spec.get("device", "cpu"),
-                           min_time=spec.get("min_time", 0.0))
+                           min_time=spec.get("min_time", 0.0), compile=spec.get("compile", False))
         print(json.dumps(row))
         return 0
 
@@ -618,9 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--device cuda: torch sees no CUDA device here")
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 20 if cuda else 5)
     min_time = args.min_time if args.min_time is not None else (0.0 if args.quick else DEFAULT_MIN_TIME)
-    implementations = args.implementations or [
-        name for name in IMPLEMENTATIONS if cuda or name != "softseg-blocks"
-    ]
+    implementations = args.implementations or list(IMPLEMENTATIONS)
     fresh = args.process == "fresh" if args.process else not args.quick
     for name, value, minimum in (
         ("--scale", scale, 0), ("--repeats", repeats, 1), ("--warmup", args.warmup, 0), ("--min-time", min_time, 0)
@@ -630,7 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {_machine_description(args.device)}", flush=True)
     print(f"scale {scale}, {repeats} timed steps (more up to {min_time:g} s) after {args.warmup} warm-up, "
           f"{'fresh processes per configuration' if fresh else 'all in this process'}"
-          f"{'' if fresh or cuda else ', no memory figure'}, on {args.device}",
+          f"{'' if fresh or cuda else ', no memory figure'}, on {args.device}"
+          f"{', compiled (torch.compile, inductor)' if args.compile else ', eager'}",
           flush=True)
 
     def progress(row: dict) -> None:
@@ -649,16 +689,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=progress,
         device=args.device,
         min_time=min_time,
+        compile=args.compile,
     )
     print()
     print(_format_table(rows))
     print()
     note = "" if scale == 1 else f"; at scale {scale}, not the issue's sizes, they say nothing about the goals"
     print(f"Goals (ratios from this run{note}):")
-    print(_goal_report(rows))
+    print(_goal_report(rows, compile=args.compile))
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"machine": _machine_description(args.device), "scale": scale, "rows": rows}, out, indent=1)
+            json.dump({"machine": _machine_description(args.device), "scale": scale, "compile": args.compile,
+                       "rows": rows}, out, indent=1)
     return 0
 
 

@@ -5,9 +5,10 @@ r"""Which path computes the statistics from logits: the one place that chooses, 
 - The **fused path** (:mod:`softseg.kernels`): softmax or sigmoid, the sums and the backward straight from
   the logits, never holding the probabilities at the logits' size. Eagerly it is the custom operator
   ``torch.ops.softseg.logit_statistics`` (:mod:`softseg.kernels.ops`): the Triton kernels on CUDA, the torch
-  blocks elsewhere. Under ``torch.compile`` it is :data:`COMPILED_PATH`: by default the whole-tensor formula
-  (:class:`softseg.kernels.formula.CompiledStatistics`), from which the compiler generates its own fused
-  kernels, or the same custom operator (a single opaque node of the graph); either traces without a break.
+  blocks elsewhere. Under ``torch.compile`` it is :data:`COMPILED_PATH`: by default the same operator on CPU and
+  CUDA (one opaque node of the graph) and, on other devices, the whole-tensor formula
+  (:class:`softseg.kernels.formula.CompiledStatistics`) from which the compiler generates its own kernels;
+  either traces without a graph break.
 
 Same values and gradients on every path (tests/test_fused.py, test_compile.py, test_triton.py).
 :mod:`softseg.statistics` (below) imports nothing from here or from the kernels.
@@ -33,6 +34,7 @@ from softseg._checks import (
 from softseg.activation import activate
 from softseg.kernels import ops  # noqa: F401  (registers torch.ops.softseg.*)
 from softseg.kernels.formula import CompiledStatistics, kept_logits
+from softseg.kernels.native import native_applies
 from softseg.kernels.triton_fused import RegionLossOptions, TritonRegionLoss, tail_applies, triton_applies
 from softseg.statistics import (
     RegionStatistics,
@@ -44,9 +46,17 @@ from softseg.statistics import (
 
 LOG_FLOOR = 1e-12  # activation="none" cross-entropy: log of a probability floored here, never -inf
 
-# The fused path under torch.compile off the Triton kernels: "formula" (the compiler generates the kernels
-# from softseg.kernels.formula) or "operator" (the eager blocks as one opaque node). benchmarks/README.md.
-COMPILED_PATH = "formula"
+# The fused path under torch.compile: "operator" (the eager kernels, native, Triton or blocks, as one opaque
+# node of the graph), "formula" (the compiler generates kernels from softseg.kernels.formula), or None: the
+# operator on CPU and CUDA, where the native and Triton kernels beat the generated ones (benchmarks/README.md),
+# the formula on other devices, where the blocks would be many small launches.
+COMPILED_PATH: str | None = None
+
+
+def _compiled_path(input: Tensor) -> str:
+    if COMPILED_PATH is not None:
+        return COMPILED_PATH
+    return "operator" if input.device.type in ("cpu", "cuda") else "formula"
 
 
 def _fused_path_applies(
@@ -184,14 +194,20 @@ def fused_statistics(
     logits, labels, dense, weight = _flat_inputs(
         input, target, kind, ignore_index=ignore_index, mask=mask, check=not range_in_forward
     )
-    if compiling and not use_triton and COMPILED_PATH == "formula":
+    if compiling and _compiled_path(input) == "formula":
         tp, fp, fn, target_max, ce = CompiledStatistics.apply(
             logits, labels, dense, weight, activation, norm, cross_entropy
         )
         target_max = target_max.detach()
     else:
+        if use_triton:
+            path = "triton"
+        elif native_applies(logits, labels, weight, activation=activation, with_ce=cross_entropy):
+            path = "native"
+        else:
+            path = "blocks"
         tp, fp, fn, target_max, ce, target_range, _, _ = torch.ops.softseg.logit_statistics(
-            logits, labels, dense, weight, activation, norm, cross_entropy, range_in_forward, use_triton
+            logits, labels, dense, weight, activation, norm, cross_entropy, range_in_forward, path
         )
         if range_in_forward:
             low, high = target_range.tolist()  # one device-to-host copy

@@ -1,0 +1,291 @@
+r"""The native CPU kernels (``native_kernels.cpp``): built on first use with the system's C++ compiler.
+
+One pass over the logits forward (the softmax or sigmoid, every sum, each pixel's max and 1 / sum of
+exponentials kept for backward) and one pass backward (the probabilities recomputed bit for bit, the
+gradient written once), 16 pixels per vector register with the classes in registers: the torch block path
+(:mod:`softseg.kernels.fused`) makes about 24 passes of block operations instead. Same formulas, same
+values to float32 rounding (sums in double per chunk of pixels), same handling of excluded pixels.
+
+The library is compiled once per source, compiler and CPU (``-O3 -march=native``, a few seconds) into
+``$SOFTSEG_CACHE_DIR`` (default ``~/.cache/softseg``) and loaded with :mod:`ctypes`, which releases the GIL, so
+the pixel ranges run on the block path's worker threads. Nothing of it is needed: without a C++ compiler
+(``$CXX``, ``c++``, ``g++`` or ``clang++``), when the build fails, with ``SOFTSEG_NATIVE=0`` in the environment,
+and for what it does not cover (:func:`native_applies`) the torch block path runs, with the same values.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("native_kernels.cpp")
+ENVIRONMENT_SWITCH = "SOFTSEG_NATIVE"  # "0" turns the native kernels off
+CACHE_VARIABLE = "SOFTSEG_CACHE_DIR"
+MAX_CHANNELS = 128  # classes the kernels hold per vector step (MAXC in the source); more take the torch blocks
+CHUNK_PIXELS = 1024  # pixels per chunk of the threads' split (64 vectors: one float flush in the kernel)
+_FLAG_SETS = (("-march=native",), ("-mcpu=native",), ())  # the first the compiler takes
+
+_POINTER = ctypes.c_void_p
+_INT64 = ctypes.c_int64
+_INT = ctypes.c_int
+
+
+def _cpu_identity() -> str:
+    """The CPU's model and feature flags (what -march=native compiles for)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            lines = [line for line in cpuinfo if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CXX") or next(
+        (path for name in ("c++", "g++", "clang++") if (path := shutil.which(name))), None
+    )
+
+
+def _cache_directory() -> Path:
+    configured = os.environ.get(CACHE_VARIABLE)
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "softseg"
+
+
+def _build(compiler: str, target: Path) -> str | None:
+    """Compile the source into ``target`` (atomically); None, or why it failed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for flags in _FLAG_SETS:
+        handle, temporary = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(handle)
+        command = [compiler, "-std=c++17", "-O3", *flags, "-shared", "-fPIC", str(SOURCE), "-o", temporary]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            done, message = None, str(error)
+        if done is not None and done.returncode == 0:
+            os.replace(temporary, target)
+            return None
+        os.unlink(temporary)
+        message = message if done is None else (done.stderr.strip().splitlines() or ["no message"])[-1]
+        errors.append(f"{' '.join(flags) or 'no flags'}: {message[:200]}")
+    return "; ".join(errors)
+
+
+@functools.cache
+def _library() -> tuple[ctypes.CDLL | None, str]:
+    """(the loaded library or None, why not)."""
+    compiler = _compiler()
+    if compiler is None:
+        return None, "no C++ compiler found ($CXX, c++, g++ or clang++)"
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(source + compiler.encode() + _cpu_identity().encode()).hexdigest()[:16]
+    target = _cache_directory() / f"native_kernels_{key}.so"
+    if not target.exists():
+        try:
+            error = _build(compiler, target)
+        except OSError as os_error:
+            error = str(os_error)
+        if error is not None:
+            return None, f"building {SOURCE.name} failed: {error}"
+    try:
+        library = ctypes.CDLL(str(target))
+    except OSError as error:
+        return None, f"loading {target} failed: {error}"
+    library.softseg_max_channels.restype = _INT
+    if library.softseg_max_channels() != MAX_CHANNELS:
+        return None, f"{target} was built for {library.softseg_max_channels()} classes, not {MAX_CHANNELS}"
+    library.softseg_forward.argtypes = [_POINTER] * 4 + [_INT64] * 5 + [_INT] * 5 + [_POINTER] * 8
+    library.softseg_backward.argtypes = [_POINTER] * 4 + [_INT64] * 5 + [_INT] * 4 + [_POINTER] * 6
+    return library, ""
+
+
+@torch.compiler.assume_constant_result  # under torch.compile: asked once, while tracing, never in the graph
+def native_available() -> bool:
+    """Whether the native kernels run here: ``SOFTSEG_NATIVE`` is not ``"0"`` and the library builds and loads.
+
+    Convention:
+        The first call builds the library (a few seconds, once per source, compiler and CPU, cached on
+        disk); :func:`native_status` says why it is not available.
+
+    Example:
+        >>> isinstance(native_available(), bool)
+        True
+    """
+    return os.environ.get(ENVIRONMENT_SWITCH, "1") != "0" and _library()[0] is not None
+
+
+def native_status() -> str:
+    """A line saying whether the native kernels run here, and if not, why.
+
+    Convention:
+        Builds the library if that was not tried yet (see :func:`native_available`).
+
+    Example:
+        >>> native_status().startswith(("native CPU kernels", "no native CPU kernels"))
+        True
+    """
+    if os.environ.get(ENVIRONMENT_SWITCH, "1") == "0":
+        return f"no native CPU kernels: {ENVIRONMENT_SWITCH}=0"
+    library, reason = _library()
+    return "native CPU kernels: built and loaded" if library is not None else f"no native CPU kernels: {reason}"
+
+
+def native_applies(
+    logits: Tensor, labels: Tensor | None, weight: Tensor | None, *, activation: str, with_ce: bool
+) -> bool:
+    """Whether the native kernels take these (B, C, N) inputs of the fused path.
+
+    Convention:
+        CPU float32 logits, at most the library's class limit (128), softmax (with or without
+        cross-entropy) or sigmoid without it, a pixel mask with index targets; and :func:`native_available`.
+        Called before validation of values; shapes are the fused path's, already checked.
+
+    Example:
+        >>> native_applies(torch.zeros(2, 3, 8, dtype=torch.float64), None, None, activation="softmax", with_ce=False)
+        False
+    """
+    return (
+        logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and not (activation == "sigmoid" and with_ce)
+        and not (labels is not None and weight is not None and weight.shape[1] > 1)
+        and logits.shape[1] <= MAX_CHANNELS
+        and native_available()
+    )
+
+
+def _pointer(tensor: Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _prepared(logits, labels, dense, weight):
+    """The contiguous float32 logits and target, int64 labels and uint8 weight the kernels read."""
+    dense = None if dense is None else dense.to(torch.float32).contiguous()
+    labels = None if labels is None else labels.contiguous()
+    weight = None if weight is None else weight.contiguous().view(torch.uint8)
+    return logits.contiguous(), labels, dense, weight
+
+
+def _chunks(pixels: int) -> list[tuple[int, int]]:
+    return [(start, min(start + CHUNK_PIXELS, pixels)) for start in range(0, pixels, CHUNK_PIXELS)]
+
+
+def native_statistics(
+    logits: Tensor, labels: Tensor | None, dense: Tensor | None, weight: Tensor | None, *, activation: str,
+    norm: int, with_ce: bool, with_range: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""The forward half in the native kernels: (tp, fp, fn, target_max, ce, target_range, shift, inverse).
+
+    .. math::
+
+        tp = \sum_i m_i \min(x_i, y_i),\quad fp = \sum_i m_i x_i^p - tp,\quad fn = \sum_i m_i y_i^p - tp,
+        \quad CE = -\sum_i m_i\, y_i \log x_i
+
+    Convention:
+        - Inputs as :func:`softseg.kernels.fused.block_statistics`, for which :func:`native_applies`.
+        - The sums are (B, C) float32 (summed in double); ``target_range`` (min, max) of the target with
+          ``with_range`` (dense targets, one sigmoid channel of labels), else empty; for softmax each pixel's
+          max and 1 / sum of exponentials, (B, 1, N) float32 each, for :func:`native_gradient` (empty for sigmoid).
+
+    Example:
+        >>> logits = torch.tensor([[[2.0, -1.0, 0.0], [-2.0, 1.0, 0.0]]])
+        >>> if native_available():
+        ...     tp = native_statistics(logits, torch.tensor([[0, 1, 1]]), None, None, activation="softmax", norm=1,
+        ...                            with_ce=False, with_range=False)[0]
+        ... else:
+        ...     tp = torch.tensor([[0.9820, 1.3808]])
+        >>> tp
+        tensor([[0.9820, 1.3808]])
+    """
+    from softseg.kernels.fused import _run_blocks  # the block path's worker threads
+
+    library = _library()[0]
+    logits, labels, dense, weight = _prepared(logits, labels, dense, weight)
+    batch, channels, pixels = logits.shape
+    softmax = activation == "softmax"
+    shift = logits.new_empty(batch, 1, pixels) if softmax else logits.new_zeros(0)
+    inverse = logits.new_empty(batch, 1, pixels) if softmax else logits.new_zeros(0)
+    flags = (int(softmax), int(norm == 2), int(with_ce), 0 if weight is None else 1 + (weight.shape[1] > 1), int(with_range))
+
+    def run(chunks):
+        sums = torch.zeros(4, batch, channels, dtype=torch.float64)
+        target_max = torch.zeros(batch, channels)
+        target_range = torch.tensor([float("inf"), -float("inf")])
+        library.softseg_forward(
+            _pointer(logits), _pointer(labels), _pointer(dense), _pointer(weight), batch, channels, pixels,
+            chunks[0][0], chunks[-1][1], *flags, *(_pointer(s) for s in sums), _pointer(target_max),
+            _pointer(target_range), _pointer(shift) if softmax else None, _pointer(inverse) if softmax else None,
+        )
+        return sums, target_max, target_range
+
+    parts = _run_blocks(logits.device, _chunks(pixels), run)
+    sums = sum(part[0] for part in parts)
+    tp, pred, target_mass, ce = sums
+    if labels is not None:
+        target_max = (target_mass > 0).to(torch.float32)
+    else:
+        target_max = torch.stack([part[1] for part in parts]).amax(0)
+    target_range = logits.new_zeros(0)
+    if with_range:
+        ranges = torch.stack([part[2] for part in parts])
+        target_range = torch.stack([ranges[:, 0].amin(), ranges[:, 1].amax()])
+    outputs = (tp, pred - tp, target_mass - tp)
+    tp, fp, fn = (value.to(torch.float32) for value in outputs)
+    return tp, fp, fn, target_max, ce.to(torch.float32), target_range, shift, inverse
+
+
+def native_gradient(
+    logits: Tensor, labels: Tensor | None, dense: Tensor | None, weight: Tensor | None, shift: Tensor,
+    inverse: Tensor, grad_tp: Tensor, grad_fp: Tensor, grad_fn: Tensor, grad_ce: Tensor, *, activation: str,
+    norm: int, with_ce: bool,
+) -> Tensor:
+    r"""The backward half in the native kernels: dL/dlogits from the gradients of (tp, fp, fn, ce).
+
+    .. math::
+
+        \frac{\partial L}{\partial x_i} = m_i (A' + B h_i),\quad A = G_{fp},\ B = G_{tp} - G_{fp} - G_{fn}
+
+    then the softmax or sigmoid backward and the cross-entropy's term (:mod:`softseg.kernels.fused`).
+
+    Convention:
+        Arguments as :func:`native_statistics`, with its ``shift`` and ``inverse``; ``grad_*`` (B, C) each.
+        Returns a contiguous float32 tensor of the logits' shape; excluded pixels get exactly 0.
+
+    Example:
+        >>> native_gradient.__name__
+        'native_gradient'
+    """
+    from softseg.kernels.fused import _run_blocks
+
+    library = _library()[0]
+    logits, labels, dense, weight = _prepared(logits, labels, dense, weight)
+    batch, channels, pixels = logits.shape
+    softmax = activation == "softmax"
+    coef_a = grad_fp.to(torch.float32).contiguous()
+    coef_b = (grad_tp - grad_fp - grad_fn).to(torch.float32).contiguous()
+    coef_g = grad_ce.to(torch.float32).contiguous()
+    grad = torch.empty_like(logits)
+    flags = (int(softmax), int(norm == 2), int(with_ce), 0 if weight is None else 1 + (weight.shape[1] > 1))
+
+    def run(chunks):
+        library.softseg_backward(
+            _pointer(logits), _pointer(labels), _pointer(dense), _pointer(weight), batch, channels, pixels,
+            chunks[0][0], chunks[-1][1], *flags, _pointer(coef_a), _pointer(coef_b), _pointer(coef_g),
+            _pointer(shift) if softmax else None, _pointer(inverse) if softmax else None, _pointer(grad),
+        )
+
+    _run_blocks(logits.device, _chunks(pixels), run)
+    return grad

@@ -1,0 +1,382 @@
+// softseg's native CPU kernels: the fused region statistics and their gradient in one pass over the logits each.
+//
+// Built on first use by softseg/kernels/native.py with the system C++ compiler (-O3 -march=native), loaded with
+// ctypes; without a compiler the torch block path runs instead (same values). The formulas are those of
+// softseg/kernels/fused.py: for x = act(z), y the target and m the counted-entry weight, summed over the pixels of
+// one (image, class),
+//
+//     tp = sum m min(x, y) (x y for labels and norm 2),  pred = sum m x^p,  ymass = sum m y^p,
+//     ce = sum m y (lse - z) (softmax),
+//
+// and backward dL/dz from A = dL/dfp, B = dL/dtp - dL/dfp - dL/dfn, G = dL/dce per (image, class).
+//
+// Each call takes the pixels [n0, n1) of every image; the caller splits the pixels over its threads. Pixels are
+// taken 16 at a time in one vector register per class (GCC/clang vector extensions, lowered to AVX-512, AVX2 or
+// NEON), so the softmax over the classes and every sum stay in registers: the logits are read once forward and
+// once backward, the gradient written once. exp is exp2 of a degree-6 polynomial (within 2 ulp), NaN-preserving.
+// Sums are kept per lane in float for up to FLUSH vectors, then added into double per (image, class).
+// Excluded entries are selected out (logit and target taken as 0), never multiplied by 0; a NaN or inf at a kept
+// entry propagates as in torch.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+constexpr int W = 16;       // pixels per vector
+constexpr int MAXC = 128;   // classes held per vector step (more: the torch blocks)
+constexpr int FLUSH = 64;   // vectors summed per lane in float before adding into double
+constexpr float LOG2E = 1.44269504088896341f;
+constexpr float LN2 = 0.693147180559945309f;
+
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+
+inline vf splat(float x) { return (vf){} + x; }
+inline vi splati(int32_t x) { return (vi){} + x; }
+inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline vf select(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
+// NaN-propagating max and min (torch.amax, torch.minimum)
+inline vf vmax(vf a, vf b) { return select((a != a) | (a > b), a, b); }
+inline vf vmin(vf a, vf b) { return select((a != a) | (a < b), a, b); }
+
+// 2^x, with torch's limits: 0 below -126 (an absent class's probability is exactly 0), inf above 128.
+inline vf exp2v(vf x_in) {
+    vf x = select(x_in < -126.0f, splat(-126.0f), x_in);  // NaN stays NaN
+    x = select(x > 126.0f, splat(126.0f), x);
+    const float magic = 12582912.0f;  // 1.5 * 2^23: x + magic rounds x to an integer
+    vf t = x + magic;
+    vf n = t - magic;
+    vf f = x - n;  // in [-0.5, 0.5]
+    vi ni = (vi)t - (vi)splat(magic);
+    vf p = splat(1.5353362e-4f);
+    p = p * f + 1.3398874e-3f;
+    p = p * f + 9.6181291e-3f;
+    p = p * f + 5.5504109e-2f;
+    p = p * f + 2.4022651e-1f;
+    p = p * f + 6.9314718e-1f;
+    p = p * f + 1.0f;
+    vf result = p * (vf)((ni + 127) << 23);
+    result = select(x_in < -126.0f, splat(0.0f), result);
+    return select(x_in > 128.0f, splat(INFINITY), result);
+}
+
+// log2 of x >= 1 (a softmax's sum of exponentials): exponent + log2 of the mantissa in [1, 2) by
+// log2(m) = 2 atanh(u) / ln 2, u = (m - 1) / (m + 1) in [0, 1/3], odd series to u^13 (error < 1e-7).
+inline vf log2v(vf x) {
+    vi bits = (vi)x;
+    vf exponent = __builtin_convertvector(((bits >> 23) & 0xff) - 127, vf);
+    vf m = (vf)((bits & 0x007fffff) | 0x3f800000);
+    vf u = (m - 1.0f) / (m + 1.0f);
+    vf u2 = u * u;
+    vf s = splat(1.0f / 13.0f);
+    s = s * u2 + 1.0f / 11.0f;
+    s = s * u2 + 1.0f / 9.0f;
+    s = s * u2 + 1.0f / 7.0f;
+    s = s * u2 + 1.0f / 5.0f;
+    s = s * u2 + 1.0f / 3.0f;
+    s = s * u2 + 1.0f;
+    vf result = exponent + (2.0f / LN2) * u * s;
+    return select(x != x, x, result);
+}
+
+inline float sum_lanes(vf v) {
+    float lanes[W];
+    std::memcpy(lanes, &v, sizeof lanes);
+    float total = 0;
+    for (int i = 0; i < W; ++i) total += lanes[i];
+    return total;
+}
+
+inline float max_lanes(vf v) {
+    float lanes[W];
+    std::memcpy(lanes, &v, sizeof lanes);
+    float best = lanes[0];
+    for (int i = 1; i < W; ++i) best = (lanes[i] != lanes[i] || lanes[i] > best) ? lanes[i] : best;
+    return best;
+}
+
+// The pixels of one vector step: `count` valid lanes from pixel n of image b (a zero-padded copy at the end).
+struct Step {
+    int64_t n;
+    int count;
+    vi valid;
+};
+
+inline Step step_at(int64_t n, int64_t n1) {
+    Step step{n, static_cast<int>(n1 - n < W ? n1 - n : W), {}};
+    for (int i = 0; i < W; ++i) step.valid[i] = i < step.count ? -1 : 0;
+    return step;
+}
+
+inline vf load_row(const float* row, const Step& step) {
+    if (step.count == W) return load(row + step.n);
+    float padded[W] = {};
+    std::memcpy(padded, row + step.n, step.count * sizeof(float));
+    return load(padded);
+}
+
+inline void store_row(float* row, const Step& step, vf value) {
+    if (step.count == W) {
+        store(row + step.n, value);
+        return;
+    }
+    float lanes[W];
+    std::memcpy(lanes, &value, sizeof lanes);
+    std::memcpy(row + step.n, lanes, step.count * sizeof(float));
+}
+
+inline vi load_labels(const int64_t* row, const Step& step) {
+    vi labels = splati(-1);
+    for (int i = 0; i < step.count; ++i) labels[i] = static_cast<int32_t>(row[step.n + i]);
+    return labels;
+}
+
+inline vi load_weight(const uint8_t* row, const Step& step) {
+    vi mask = splati(0);
+    for (int i = 0; i < step.count; ++i) mask[i] = row[step.n + i] ? -1 : 0;
+    return mask;
+}
+
+struct Problem {
+    const float* logits;     // (B, C, N)
+    const int64_t* labels;   // (B, N) or null
+    const float* dense;      // (B, C, N) or null
+    const uint8_t* weight;   // (B, 1 or C, N) or null
+    int64_t batch, channels, pixels;
+};
+
+// The kept-entry masks, the sanitised logits and the target of one step of image b.
+template <bool SOFTMAX, bool INDEX, int WEIGHT>
+inline void read_step(const Problem& p, int64_t b, const Step& step, vf* z, vf* y, vi* keep, vf* raw_y, vi* labels) {
+    const int64_t C = p.channels, N = p.pixels;
+    vi pixel_keep = step.valid;
+    if (WEIGHT == 1) pixel_keep &= load_weight(p.weight + b * N, step);
+    for (int64_t c = 0; c < C; ++c) {
+        keep[c] = WEIGHT == 2 ? (load_weight(p.weight + (b * C + c) * N, step) & step.valid) : pixel_keep;
+        z[c] = load_row(p.logits + (b * C + c) * N, step);
+    }
+    if (SOFTMAX && WEIGHT == 2) {  // softmax couples a pixel's classes: it leaves where none of them counts
+        vi any = splati(0);
+        for (int64_t c = 0; c < C; ++c) any |= keep[c];
+        for (int64_t c = 0; c < C; ++c) z[c] = select(any, z[c], splat(0));
+    } else if (WEIGHT != 0) {
+        for (int64_t c = 0; c < C; ++c) z[c] = select(keep[c], z[c], splat(0));
+    }
+    if (INDEX) {
+        *labels = load_labels(p.labels + b * N, step);
+        for (int64_t c = 0; c < C; ++c) {
+            vf hit = C == 1 ? __builtin_convertvector(*labels, vf) : (vf)((*labels == static_cast<int32_t>(c)) & (vi)splat(1.0f));
+            y[c] = select(keep[c], hit, splat(0));
+        }
+    } else {
+        for (int64_t c = 0; c < C; ++c) {
+            raw_y[c] = load_row(p.dense + (b * C + c) * N, step);
+            y[c] = select(keep[c], raw_y[c], splat(0));
+        }
+    }
+}
+
+// x = act(z) of one step; for softmax also the pixel's max and 1 / sum of exponentials.
+template <bool SOFTMAX>
+inline void activate(int64_t C, const vf* z, vf* x, vf* shift, vf* inverse) {
+    if (SOFTMAX) {
+        vf m = z[0];
+        for (int64_t c = 1; c < C; ++c) m = vmax(m, z[c]);
+        vf total = splat(0);
+        for (int64_t c = 0; c < C; ++c) {
+            x[c] = exp2v((z[c] - m) * LOG2E);
+            total += x[c];
+        }
+        vf inv = 1.0f / total;
+        for (int64_t c = 0; c < C; ++c) x[c] *= inv;
+        *shift = m;
+        *inverse = inv;
+    } else {
+        for (int64_t c = 0; c < C; ++c) x[c] = 1.0f / (1.0f + exp2v(-z[c] * LOG2E));
+    }
+}
+
+struct Sums {  // (B, C) each, in double; range: (min, max) of the target's values
+    double *tp, *pred, *ymass, *ce;
+    float *ymax, *range;
+    float *shift, *inverse;  // (B, N): the softmax's max and 1 / sum of exponentials, for backward
+};
+
+template <bool SOFTMAX, bool INDEX, bool NORM2, bool CE, int WEIGHT, bool RANGE>
+void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
+    const int64_t C = p.channels, N = p.pixels;
+    vf z[MAXC], x[MAXC], y[MAXC], raw_y[MAXC];
+    vi keep[MAXC];
+    vf acc_tp[MAXC], acc_pred[MAXC], acc_y[MAXC], acc_ce[MAXC], acc_max[MAXC];
+    vf low = splat(INFINITY), high = splat(-INFINITY);
+    for (int64_t b = 0; b < p.batch; ++b) {
+        for (int64_t c = 0; c < C; ++c) acc_max[c] = splat(0);
+        int64_t n = n0;
+        while (n < n1) {
+            for (int64_t c = 0; c < C; ++c) acc_tp[c] = acc_pred[c] = acc_y[c] = acc_ce[c] = splat(0);
+            for (int k = 0; k < FLUSH && n < n1; ++k, n += W) {
+                Step step = step_at(n, n1);
+                vi labels;
+                read_step<SOFTMAX, INDEX, WEIGHT>(p, b, step, z, y, keep, raw_y, &labels);
+                vf shift, inverse;
+                activate<SOFTMAX>(C, z, x, &shift, &inverse);
+                vf log_total = splat(0);
+                if (SOFTMAX) {
+                    store_row(out.shift + b * N, step, shift);
+                    store_row(out.inverse + b * N, step, inverse);
+                    if (CE) log_total = -log2v(inverse) * LN2;
+                }
+                for (int64_t c = 0; c < C; ++c) {
+                    vf kept_x = select(keep[c], x[c], splat(0));
+                    acc_tp[c] += (INDEX || NORM2) ? kept_x * y[c] : vmin(kept_x, y[c]);
+                    acc_pred[c] += NORM2 ? kept_x * kept_x : kept_x;
+                    acc_y[c] += (NORM2 && !INDEX) ? y[c] * y[c] : y[c];
+                    if (!INDEX) acc_max[c] = vmax(acc_max[c], y[c]);
+                    if (CE) {  // -y log x = y (lse - z); y is 0 where not counted (a label: select, as a gather)
+                        vf term = shift - z[c] + log_total;
+                        acc_ce[c] += INDEX ? select(y[c] != 0.0f, term, splat(0)) : y[c] * term;
+                    }
+                    if (RANGE) {
+                        vf value = INDEX ? y[c] : raw_y[c];
+                        low = select(step.valid, vmin(low, value), low);
+                        high = select(step.valid, vmax(high, value), high);
+                    }
+                }
+            }
+            for (int64_t c = 0; c < C; ++c) {
+                out.tp[b * C + c] += sum_lanes(acc_tp[c]);
+                out.pred[b * C + c] += sum_lanes(acc_pred[c]);
+                out.ymass[b * C + c] += sum_lanes(acc_y[c]);
+                if (CE) out.ce[b * C + c] += sum_lanes(acc_ce[c]);
+            }
+        }
+        if (!INDEX)
+            for (int64_t c = 0; c < C; ++c) {
+                float m = max_lanes(acc_max[c]);
+                float& target = out.ymax[b * C + c];
+                target = (m != m || m > target) ? m : target;
+            }
+    }
+    if (RANGE) {
+        float l = -max_lanes(-low), h = max_lanes(high);
+        out.range[0] = (l != l || l < out.range[0]) ? l : out.range[0];
+        out.range[1] = (h != h || h > out.range[1]) ? h : out.range[1];
+    }
+}
+
+struct Coefficients {  // (B, C) each: A = dL/dfp, B = dL/dtp - dL/dfp - dL/dfn, G = dL/dce
+    const float *a, *b, *g;
+    const float *shift, *inverse;
+};
+
+template <bool SOFTMAX, bool INDEX, bool NORM2, bool CE, int WEIGHT>
+void backward(const Problem& p, int64_t n0, int64_t n1, Coefficients k, float* grad) {
+    const int64_t C = p.channels, N = p.pixels;
+    vf z[MAXC], x[MAXC], y[MAXC], raw_y[MAXC], g[MAXC];
+    vi keep[MAXC];
+    for (int64_t b = 0; b < p.batch; ++b) {
+        const float *a = k.a + b * C, *bb = k.b + b * C, *gg = k.g + b * C;
+        for (int64_t n = n0; n < n1; n += W) {
+            Step step = step_at(n, n1);
+            vi labels;
+            read_step<SOFTMAX, INDEX, WEIGHT>(p, b, step, z, y, keep, raw_y, &labels);
+            if (SOFTMAX) {  // the forward's probabilities, bit for bit: same max, same 1 / sum
+                vf shift = load_row(k.shift + b * N, step), inverse = load_row(k.inverse + b * N, step);
+                for (int64_t c = 0; c < C; ++c) x[c] = exp2v((z[c] - shift) * LOG2E) * inverse;
+            } else {
+                vf unused_shift, unused_inverse;
+                activate<false>(C, z, x, &unused_shift, &unused_inverse);
+            }
+            vf projection = splat(0), ce_total = splat(0);
+            for (int64_t c = 0; c < C; ++c) {
+                vf slope;
+                if (INDEX || NORM2) slope = y[c];
+                else slope = select(y[c] > x[c], splat(1.0f), select(y[c] == x[c], splat(0.5f), splat(0.0f)));
+                vf grad_x = (NORM2 ? 2.0f * a[c] * x[c] : splat(a[c])) + bb[c] * slope;
+                g[c] = select(keep[c], grad_x, splat(0));
+                if (SOFTMAX) projection += x[c] * g[c];
+                if (CE) ce_total += gg[c] * y[c];
+            }
+            for (int64_t c = 0; c < C; ++c) {
+                vf value;
+                if (SOFTMAX) {
+                    value = x[c] * (g[c] - projection);
+                    if (CE) value += x[c] * ce_total - gg[c] * y[c];
+                } else {
+                    value = x[c] * (1.0f - x[c]) * g[c];
+                }
+                store_row(grad + (b * C + c) * N, step, value);
+            }
+        }
+    }
+}
+
+template <bool SOFTMAX, bool INDEX, bool NORM2, bool CE, int WEIGHT>
+void dispatch_forward(const Problem& p, int64_t n0, int64_t n1, Sums out, bool range) {
+    if (range) forward<SOFTMAX, INDEX, NORM2, CE, WEIGHT, true>(p, n0, n1, out);
+    else forward<SOFTMAX, INDEX, NORM2, CE, WEIGHT, false>(p, n0, n1, out);
+}
+
+// Runtime flags to a template instance: F(...) is called as F<SOFTMAX, INDEX, NORM2, CE, WEIGHT>(args...).
+#define SOFTSEG_DISPATCH(F, softmax, index, norm2, ce, weight, ...)                                       \
+    do {                                                                                                  \
+        if (softmax) {                                                                                    \
+            if (index) {                                                                                  \
+                if (norm2) SOFTSEG_CE(F, true, true, true, ce, weight, __VA_ARGS__);                      \
+                else SOFTSEG_CE(F, true, true, false, ce, weight, __VA_ARGS__);                           \
+            } else {                                                                                      \
+                if (norm2) SOFTSEG_CE(F, true, false, true, ce, weight, __VA_ARGS__);                     \
+                else SOFTSEG_CE(F, true, false, false, ce, weight, __VA_ARGS__);                          \
+            }                                                                                             \
+        } else {                                                                                          \
+            if (index) {                                                                                  \
+                if (norm2) SOFTSEG_WEIGHT(F, false, true, true, false, weight, __VA_ARGS__);              \
+                else SOFTSEG_WEIGHT(F, false, true, false, false, weight, __VA_ARGS__);                   \
+            } else {                                                                                      \
+                if (norm2) SOFTSEG_WEIGHT(F, false, false, true, false, weight, __VA_ARGS__);             \
+                else SOFTSEG_WEIGHT(F, false, false, false, false, weight, __VA_ARGS__);                  \
+            }                                                                                             \
+        }                                                                                                 \
+    } while (0)
+#define SOFTSEG_CE(F, s, i, n, ce, weight, ...)                                                           \
+    do {                                                                                                  \
+        if (ce) SOFTSEG_WEIGHT(F, s, i, n, true, weight, __VA_ARGS__);                                    \
+        else SOFTSEG_WEIGHT(F, s, i, n, false, weight, __VA_ARGS__);                                      \
+    } while (0)
+#define SOFTSEG_WEIGHT(F, s, i, n, ce, weight, ...)                                                       \
+    do {                                                                                                  \
+        if ((weight) == 0) F<s, i, n, ce, 0>(__VA_ARGS__);                                                \
+        else if ((weight) == 1) F<s, i, n, ce, 1>(__VA_ARGS__);                                           \
+        else F<s, i, n, ce, 2>(__VA_ARGS__);                                                              \
+    } while (0)
+
+}  // namespace
+
+extern "C" {
+
+int softseg_max_channels() { return MAXC; }
+
+// weight_kind: 0 none, 1 (B, 1, N), 2 (B, C, N). Outputs are added into (zero-initialised by the caller).
+void softseg_forward(const float* logits, const int64_t* labels, const float* dense, const uint8_t* weight,
+                     int64_t batch, int64_t channels, int64_t pixels, int64_t n0, int64_t n1, int softmax, int norm2,
+                     int with_ce, int weight_kind, int with_range, double* tp, double* pred, double* ymass,
+                     double* ce, float* ymax, float* range, float* shift, float* inverse) {
+    Problem p{logits, labels, dense, weight, batch, channels, pixels};
+    Sums out{tp, pred, ymass, ce, ymax, range, shift, inverse};
+    SOFTSEG_DISPATCH(dispatch_forward, softmax, labels != nullptr, norm2, with_ce, weight_kind, p, n0, n1, out,
+                     with_range != 0);
+}
+
+void softseg_backward(const float* logits, const int64_t* labels, const float* dense, const uint8_t* weight,
+                      int64_t batch, int64_t channels, int64_t pixels, int64_t n0, int64_t n1, int softmax, int norm2,
+                      int with_ce, int weight_kind, const float* a, const float* b, const float* g,
+                      const float* shift, const float* inverse, float* grad) {
+    Problem p{logits, labels, dense, weight, batch, channels, pixels};
+    Coefficients k{a, b, g, shift, inverse};
+    SOFTSEG_DISPATCH(backward, softmax, labels != nullptr, norm2, with_ce, weight_kind, p, n0, n1, k, grad);
+}
+
+}  // extern "C"

@@ -1,0 +1,209 @@
+"""The native CPU kernels (softseg/kernels/native_kernels.cpp) against the torch block path and float64: every
+activation, target kind, weight kind, norm and the cross-entropy; several chunks and threads, ragged tails;
+large logits, underflow to exact zeros, non-finite values; the fallback when no compiler builds them.
+Skipped where no C++ compiler builds the library (the block path runs there; its tests cover it)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import softseg.dispatch as dispatch
+import softseg.kernels.native as native
+from softseg import dice_ce_loss, dice_loss
+from softseg.dispatch import fused_statistics
+from softseg.kernels.fused import block_gradient, block_statistics
+
+if not native.native_available():
+    pytest.skip(native.native_status(), allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    # Chunks of 48 pixels: several per call (one per thread and more), a ragged last vector in each image.
+    monkeypatch.setattr(native, "CHUNK_PIXELS", 48)
+
+
+def _case(activation, kind, weight_kind, *, channels=5, pixels=203, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    c = 1 if kind == "binary" else channels
+    logits = torch.randn(2, c, pixels, generator=gen) * 3
+    labels = torch.randint(0, max(c, 2), (2, pixels), generator=gen) if kind != "dense" else None
+    dense = torch.rand(2, c, pixels, generator=gen) if kind == "dense" else None
+    weight = None if weight_kind == 0 else torch.rand(2, 1 if weight_kind == 1 else c, pixels, generator=gen) > 0.3
+    if weight is not None and labels is not None:
+        labels = labels.masked_fill(~weight[:, 0], 0)  # as the dispatcher passes them: ignored pixels on class 0
+    return logits, labels, dense, weight
+
+
+CASES = [
+    (activation, kind, norm, with_ce, weight_kind)
+    for activation, kind, norm, with_ce, weight_kind in itertools.product(
+        ["softmax", "sigmoid"], ["index", "dense", "binary"], [1, 2], [False, True], [0, 1, 2]
+    )
+    if not (activation == "sigmoid" and with_ce)
+    and not (kind != "dense" and weight_kind == 2)
+    and not (kind == "binary" and activation == "softmax")
+]
+
+
+@pytest.mark.parametrize(("activation", "kind", "norm", "with_ce", "weight_kind"), CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_equals_blocks(activation, kind, norm, with_ce, weight_kind, threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        logits, labels, dense, weight = _case(activation, kind, weight_kind)
+        with_range = kind in ("dense", "binary")
+        options = dict(activation=activation, norm=norm, with_ce=with_ce)
+        ours = native.native_statistics(logits, labels, dense, weight, with_range=with_range, **options)
+        theirs = block_statistics(logits, labels, dense, weight, with_range=with_range, **options)
+        for k, (a, b) in enumerate(zip(ours[:6], theirs[:6])):
+            assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape, k
+            torch.testing.assert_close(a, b, rtol=2e-6, atol=2e-5, msg=f"output {k} differs")
+        grads = [torch.randn(logits.shape[:2], generator=torch.Generator().manual_seed(k)) for k in range(4)]
+        ours_grad = native.native_gradient(logits, labels, dense, weight, ours[6], ours[7], *grads, **options)
+        theirs_grad = block_gradient(logits, labels, dense, weight, theirs[6], theirs[7], *grads, **options)
+        torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-5, atol=2e-6)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("kind", ["index_ignore", "dense_mask"])
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_losses_take_the_native_kernels_and_equal_float64(monkeypatch, kind, activation):
+    calls = []
+    original = native.native_statistics
+    monkeypatch.setattr(native, "native_statistics", lambda *a, **k: calls.append(1) or original(*a, **k))
+    import softseg.kernels.ops as ops
+
+    monkeypatch.setattr(ops, "native_statistics", native.native_statistics)
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 4, 9, 31, generator=gen) * 2
+    if kind == "index_ignore":
+        target = torch.randint(0, 5, (3, 9, 31), generator=gen).masked_fill_(torch.rand(3, 9, 31, generator=gen) < 0.2, 255)
+        target = target.clamp_max(3).where(target != 255, 255)
+        options = {"ignore_index": 255}
+    else:
+        target = torch.rand(3, 4, 9, 31, generator=gen)
+        options = {"mask": torch.rand(3, 9, 31, generator=gen) > 0.3}
+    loss = dice_ce_loss if activation == "softmax" else dice_loss
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        z = logits.to(dtype).clone().requires_grad_()
+        value = loss(z, target.to(dtype) if target.is_floating_point() else target, activation=activation,
+                     aggregation="image", **options)
+        value.backward()
+        results.append((value, z.grad))
+    assert calls  # float32 took the native kernels (float64 the blocks)
+    torch.testing.assert_close(results[0][0].double(), results[1][0].double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[0][1].double(), results[1][1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, -3e3])
+def test_large_logits_keep_float32_precision(offset):
+    # The saved max and 1 / sum recompute the forward's probabilities bit for bit: around 1e3 the sums, the
+    # cross-entropy and the gradient match float64 to float32 precision.
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 6, 500, generator=gen) * 4 + offset
+    labels = torch.randint(0, 6, (2, 500), generator=gen)
+    z32 = logits.clone().requires_grad_()
+    z64 = logits.double().requires_grad_()
+    (s32, ce32), (s64, ce64) = (fused_statistics(z, labels, cross_entropy=True) for z in (z32, z64))
+    for a, b in zip([*s32[:3], ce32], [*s64[:3], ce64]):
+        torch.testing.assert_close(a.double(), b, rtol=2e-6, atol=2e-5)
+    coefs = torch.randn(4, 2, 6, generator=gen)
+    for stats, ce, z in ((s32, ce32, z32), (s64, ce64, z64)):
+        sum((c.to(s.dtype) * s).sum() for c, s in zip(coefs, [*stats[:3], ce])).backward()
+    torch.testing.assert_close(z32.grad.double(), z64.grad, rtol=1e-5, atol=2e-6)
+
+
+def test_underflow_gives_exact_zeros_and_empty_classes():
+    # A class at -1e4 has probability exactly 0 (softmax) and a sigmoid at -1e4 is exactly 0: its Dice is the
+    # empty class's 0, not 1.
+    logits = torch.randn(2, 3, 50)
+    logits[:, 2] = -1e4
+    labels = torch.randint(0, 2, (2, 50))
+    stats, _ = fused_statistics(logits, labels)
+    assert bool((stats.tp[:, 2] == 0).all() and (stats.fp[:, 2] == 0).all())
+    sigmoid, _ = fused_statistics(logits, torch.zeros(2, 3, 50), activation="sigmoid")
+    assert bool((sigmoid.fp[:, 2] == 0).all())
+    assert float(dice_loss(logits, labels, reduction="none")[2]) == 0.0
+
+
+def test_non_finite_kept_logits_propagate_as_in_torch():
+    # NaN or +inf at a counted pixel: NaN out, as on the reference path (excluded pixels: test_excluded_pixels).
+    logits = torch.randn(1, 3, 40)
+    labels = torch.randint(0, 3, (1, 40))
+    for value in (float("nan"), float("inf")):
+        poisoned = logits.clone()
+        poisoned[0, 1, 7] = value
+        assert torch.isnan(dice_loss(poisoned, labels))
+        monkey = dispatch._fused_path_applies
+        try:
+            dispatch._fused_path_applies = lambda *args, **kwargs: False
+            assert torch.isnan(dice_loss(poisoned, labels))
+        finally:
+            dispatch._fused_path_applies = monkey
+
+
+def test_excluded_pixels_are_selected_out():
+    # The float32 counterpart of test_excluded_pixels.py (float64 runs the blocks): poison at ignored pixels.
+    from test_excluded_pixels import assert_equals_kept_only, fused_outputs, problem, reference_statistics
+
+    for setting, activation in itertools.product(["index_ignore", "index_mask", "dense_pixel_mask"], ["softmax", "sigmoid"]):
+        logits, target, options, keep = problem(setting, dtype=torch.float32)
+        with_ce = activation == "softmax"
+        assert_equals_kept_only(logits, target, options, keep, fused_outputs(activation, 1, with_ce),
+                                reference_statistics(activation, 1, with_ce), rtol=1e-5, atol=1e-5)
+
+
+def test_what_the_native_kernels_do_not_take_runs_the_blocks():
+    z = torch.zeros(1, 3, 8)
+    assert native.native_applies(z, None, None, activation="softmax", with_ce=True)
+    assert not native.native_applies(z.double(), None, None, activation="softmax", with_ce=False)
+    assert not native.native_applies(z.half(), None, None, activation="softmax", with_ce=False)
+    assert not native.native_applies(z, None, None, activation="sigmoid", with_ce=True)
+    assert not native.native_applies(torch.zeros(1, native.MAX_CHANNELS + 1, 4), None, None, activation="softmax",
+                                     with_ce=False)
+    labels, per_class = torch.zeros(1, 8, dtype=torch.long), torch.ones(1, 3, 8, dtype=torch.bool)
+    assert not native.native_applies(z, labels, per_class, activation="softmax", with_ce=False)
+
+
+def test_switched_off_or_without_a_compiler_the_blocks_give_the_same_values(monkeypatch, tmp_path):
+    logits = torch.randn(2, 4, 300, generator=torch.Generator().manual_seed(5))
+    labels = torch.randint(0, 4, (2, 300), generator=torch.Generator().manual_seed(6))
+
+    def value_and_grad():
+        z = logits.clone().requires_grad_()
+        value = dice_ce_loss(z, labels)
+        value.backward()
+        return value, z.grad
+
+    fast = value_and_grad()
+    monkeypatch.setenv(native.ENVIRONMENT_SWITCH, "0")
+    assert not native.native_available()
+    assert native.native_status() == "no native CPU kernels: SOFTSEG_NATIVE=0"
+    blocks = value_and_grad()
+    torch.testing.assert_close(fast[0], blocks[0], rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(fast[1], blocks[1], rtol=1e-5, atol=1e-7)
+    monkeypatch.delenv(native.ENVIRONMENT_SWITCH)
+    # No compiler, or one that fails: not available, a status that says why, and the blocks run.
+    monkeypatch.setenv(native.CACHE_VARIABLE, str(tmp_path))
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    native._library.cache_clear()
+    try:
+        assert not native.native_available()
+        assert native.native_status() == "no native CPU kernels: no C++ compiler found ($CXX, c++, g++ or clang++)"
+        torch.testing.assert_close(value_and_grad()[0], blocks[0])
+        monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
+        native._library.cache_clear()
+        assert native.native_status().startswith("no native CPU kernels: building native_kernels.cpp failed: ")
+        assert list(tmp_path.iterdir()) == []  # nothing half-built left behind
+    finally:
+        monkeypatch.undo()
+        native._library.cache_clear()
+    assert native.native_available()
