@@ -367,3 +367,25 @@ def test_range_request_and_path_are_checked():
     with pytest.raises(ValueError, match="path must be one of 'blocks', 'native', 'triton'; got 'fast'"):
         torch.ops.softseg.logit_statistics(torch.zeros(1, 2, 3), torch.zeros(1, 3, dtype=torch.long), None, None,
                                            "softmax", 1, False, False, "fast")
+
+
+def test_value_checks_run_on_the_device_when_compiled():
+    # With the checks on, a bad label or target fails inside the compiled graph (no host read, no graph break);
+    # switched off, the same call runs.
+    compiled = torch.compile(lambda z, y: softseg.dice_loss(z, y, ignore_index=255), backend="aot_eager",
+                             fullgraph=True)
+    logits = torch.randn(2, 3, 4, 5)
+    labels = torch.randint(0, 3, (2, 4, 5))
+    labels[0, 0, 0] = 255  # ignored: fine
+    compiled(logits, labels)
+    labels[1, 2, 3] = 7
+    with pytest.raises(RuntimeError, match=r"target holds a class index outside \[0, 2\] \(checked on the device"):
+        compiled(logits, labels)
+    with set_value_checks(False):
+        assert torch.isfinite(compiled(logits, labels))
+    dense = torch.compile(lambda z, y: dice_ce_loss(z, y, activation="sigmoid"), backend="aot_eager", fullgraph=True)
+    target = torch.rand(2, 3, 4, 5)
+    dense(logits, target)
+    target[0, 1, 2, 2] = 1.5
+    with pytest.raises(RuntimeError, match=r"target must hold values in \[0, 1\] \(checked on the device"):
+        dense(logits, target)

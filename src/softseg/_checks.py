@@ -21,7 +21,7 @@ ACTIVE_CLASSES = ("all", "present")
 
 
 def _compiling() -> bool:
-    # Data-dependent checks (value ranges) would graph-break under torch.compile; skip them there.
+    # Reading a value back would graph-break under torch.compile: there the range checks run on the device.
     return torch.compiler.is_compiling()
 
 
@@ -43,7 +43,9 @@ class set_value_checks:
     Convention:
         - ``enabled``: a bool; on by default, process-wide (not per thread), like torch's own switches.
         - As a call it stays in force; as ``with set_value_checks(False):`` the previous state returns
-          on exit. ``torch.compile`` always skips them (they would break the graph).
+          on exit. Under ``torch.compile`` the label and target range checks run on the device, inside the
+          compiled graph (``torch._assert_async``: a ``RuntimeError`` without the offending value, no host
+          sync); the class weights are not checked there.
         - With the checks off, bad values are not caught: an out-of-range label counts for no class in
           the fused kernels and may raise a device-side error elsewhere (as ``F.cross_entropy`` does).
 
@@ -84,7 +86,7 @@ def value_checks_enabled() -> bool:
     """Whether the value checks run (:class:`set_value_checks`).
 
     Convention:
-        Returns the process-wide switch; under ``torch.compile`` the checks are skipped whatever it says.
+        Returns the process-wide switch (read when ``torch.compile`` traces: switching it recompiles).
 
     Example:
         >>> value_checks_enabled()
@@ -95,6 +97,19 @@ def value_checks_enabled() -> bool:
 
 def _skip_value_checks() -> bool:
     return not _VALUE_CHECKS or _compiling()
+
+
+COMPILED_CHECK_NOTE = (
+    "(checked on the device under torch.compile: run the step eagerly to see the offending value, or turn the "
+    "checks off with softseg.set_value_checks(False))"
+)
+
+
+def _assert_on_device(condition: Tensor, message: str) -> None:
+    # Under torch.compile with the checks on: an assertion the compiled graph evaluates where the data is (no
+    # host sync, no graph break; on CUDA a device-side assert, as torch's own index checks). A RuntimeError.
+    if _VALUE_CHECKS:
+        torch._assert_async(condition, f"{message} {COMPILED_CHECK_NOTE}")
 
 
 def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
@@ -176,7 +191,9 @@ def target_kind(input: Tensor, target: object) -> TargetKind:
 
 
 def check_unit_interval(name: str, value: Tensor) -> None:
-    """Values must lie in [0, 1] (skipped under torch.compile and with set_value_checks(False))."""
+    """Values must lie in [0, 1] (on the device under torch.compile; skipped with set_value_checks(False))."""
+    if _compiling() and value.numel() > 0:
+        _assert_on_device(((value >= 0) & (value <= 1)).all(), f"{name} must hold values in [0, 1]")
     if _skip_value_checks() or value.numel() == 0:
         return
     low, high = torch.stack(torch.aminmax(value.detach())).tolist()  # one device-to-host copy
@@ -193,6 +210,10 @@ def check_unit_interval_bounds(name: str, low: float, high: float) -> None:
 
 def check_labels(labels: Tensor, num_classes: int, valid: Tensor | None, ignore_index: int | None) -> None:
     """Index labels must lie in [0, num_classes) wherever they count (skipped as check_unit_interval)."""
+    if _compiling() and labels.numel() > 0:
+        in_range = (labels >= 0) & (labels < num_classes)
+        _assert_on_device((in_range if valid is None else in_range | ~valid).all(),
+                          f"target holds a class index outside [0, {num_classes - 1}]")
     if _skip_value_checks() or labels.numel() == 0:
         return
     counted = labels if valid is None else labels[valid]

@@ -315,7 +315,9 @@ def _index_labels(
     # One aminmax pass (min and max together) over the labels to check; the ignored or masked-out pixels
     # are set to 0, a valid class, so they pass. check_labels builds the error message on a failure only.
     safe = labels if valid is None else labels.masked_fill(~valid, 0)
-    if check and safe.numel() > 0 and value_checks_enabled() and not torch.compiler.is_compiling():
+    if check and torch.compiler.is_compiling():
+        check_labels(safe, max(channels, 2), None, ignore_index)  # on the device, in the compiled graph
+    elif check and safe.numel() > 0 and value_checks_enabled():
         low, high = torch.stack(torch.aminmax(safe)).tolist()  # one device-to-host copy (a sync on GPU)
         if low < 0 or high >= max(channels, 2):
             check_labels(labels, max(channels, 2), valid, ignore_index)

@@ -337,7 +337,7 @@ def _counted_ce_terms(
     if kind == "index" and ignore_index is not None:
         valid = (target.reshape(batch, 1, pixels) != ignore_index)
         counted = valid if counted is None else counted & valid
-    if counted is None:
-        return torch.tensor(float(batch * pixels * (channels if per_class else 1)), device=input.device)
+    if counted is None:  # a fill on the device, not a copy from the host (CUDA graphs capture it)
+        return torch.full((), batch * pixels * (channels if per_class else 1), dtype=torch.float32, device=input.device)
     total = counted.sum(dtype=torch.float32)
     return total * channels if (per_class and counted.shape[1] == 1) else total
