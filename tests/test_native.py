@@ -207,3 +207,19 @@ def test_switched_off_or_without_a_compiler_the_blocks_give_the_same_values(monk
         monkeypatch.undo()
         native._library.cache_clear()
     assert native.native_available()
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_label_range_comes_from_the_forward_pass(activation):
+    # The labels' (min, max) for the value check comes off the kernel's pass (no separate pass over them): a bad
+    # label anywhere is found and named; ignored pixels may hold anything.
+    logits = torch.randn(2, 4, 300)
+    labels = torch.randint(0, 4, (2, 300), generator=torch.Generator().manual_seed(7))
+    outputs = native.native_statistics(logits, labels, None, None, activation=activation, norm=1, with_ce=False,
+                                       with_range=True)
+    assert outputs[5].tolist() == [float(labels.min()), float(labels.max())]
+    labels[1, 297] = 9
+    with pytest.raises(ValueError, match=r"target holds class index 9; expected indices in \[0, 3\]"):
+        fused_statistics(logits, labels, activation=activation)
+    stats, _ = fused_statistics(logits, labels.masked_fill(labels == 9, 255), activation=activation, ignore_index=255)
+    assert torch.isfinite(stats.tp).all()

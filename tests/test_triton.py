@@ -388,3 +388,32 @@ def test_double_backward_through_the_kernels_equals_reference(loss_name, whole, 
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-3, atol=1e-6)
     assert results[0][1].abs().sum() > 0
+
+
+# ---------------------------------------------------------------- under torch.compile (issue #13)
+
+
+@pytest.mark.parametrize("kind", ["index_ignore", "dense_pixel_mask"])
+def test_compiled_loss_takes_the_kernels_and_equals_eager(kind, monkeypatch):
+    # Under torch.compile the Triton kernels are the custom operator's "triton" path: one node of the graph
+    # (fullgraph, no break), the same values and gradients as eager (whose whole-loss kernels differ in the tail).
+    calls = []
+    original = ops_module.triton_statistics
+    monkeypatch.setattr(ops_module, "triton_statistics", lambda *a, **k: calls.append(1) or original(*a, **k))
+    logits = torch.randn(2, 3, 40, generator=torch.Generator().manual_seed(27)).to(DEVICE)
+    target, options = _targets(kind, 2, 3, 40)
+
+    def loss(z):
+        return dice_ce_loss(z, target, aggregation="image", **options)
+
+    torch._dynamo.reset()
+    results = []
+    for function in (torch.compile(loss, backend="aot_eager", fullgraph=True), loss):
+        z = logits.clone().requires_grad_()
+        value = function(z)
+        value.backward()
+        results.append((value, z.grad))
+    torch._dynamo.reset()
+    assert calls
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-6)

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from softseg._checks import (
     ACTIVATIONS,
+    _assert_on_device,
     check_choice,
     check_labels,
     check_unit_interval,
@@ -183,39 +184,55 @@ def fused_statistics(
             cross_entropy=cross_entropy,
         )
     compiling = torch.compiler.is_compiling()
-    use_triton = triton_applies(input)
-    # Binary labels on the sigmoid blocks and dense targets on any torch blocks: the forward pass reads them
-    # anyway and returns their range, so they are checked there instead of in a separate pass over them
-    # (W3: about 5% of a step; W4: 4 bytes a pixel and class).
-    binary_sigmoid = kind == "index" and activation == "sigmoid" and input.shape[1] == 1 and not cross_entropy
-    range_in_forward = (
-        value_checks_enabled() and not compiling and not use_triton and (kind == "dense" or binary_sigmoid)
-    )
+    if compiling and _compiled_path(input) == "formula":
+        path = None
+    elif triton_applies(input):
+        path = "triton"
+    elif native_applies(input, target if kind == "index" else None, mask, activation=activation, with_ce=cross_entropy):
+        path = "native"
+    else:
+        path = "blocks"
+    # The CPU paths read the labels or the dense target anyway and return their range: the value check takes it
+    # from there instead of a separate pass (W4: 4 bytes a pixel and class), eagerly and compiled alike.
+    range_in_forward = value_checks_enabled() and path in ("native", "blocks")
     logits, labels, dense, weight = _flat_inputs(
         input, target, kind, ignore_index=ignore_index, mask=mask, check=not range_in_forward
     )
-    if compiling and _compiled_path(input) == "formula":
+    if path is None:
         tp, fp, fn, target_max, ce = CompiledStatistics.apply(
             logits, labels, dense, weight, activation, norm, cross_entropy
         )
         target_max = target_max.detach()
     else:
-        if use_triton:
-            path = "triton"
-        elif native_applies(logits, labels, weight, activation=activation, with_ce=cross_entropy):
-            path = "native"
-        else:
-            path = "blocks"
         tp, fp, fn, target_max, ce, target_range, _, _ = torch.ops.softseg.logit_statistics(
             logits, labels, dense, weight, activation, norm, cross_entropy, range_in_forward, path
         )
         if range_in_forward:
-            low, high = target_range.tolist()  # one device-to-host copy
-            if kind == "dense":
-                check_unit_interval_bounds("target", low, high)
-            elif low < 0 or high > 1:  # the full check names the offending label
-                _index_labels(target, 1, ignore_index=ignore_index, mask=mask)
+            _check_range(target_range, target, kind, input.shape[1], ignore_index=ignore_index, mask=mask)
     return RegionStatistics(tp, fp, fn, target_max), (ce if cross_entropy else None)
+
+
+def _check_range(
+    target_range: Tensor, target: Tensor, kind: str, channels: int, *, ignore_index: int | None, mask: Tensor | None
+) -> None:
+    """The value check of the target from the (min, max) the forward pass returned.
+
+    Eagerly one device-to-host copy, and on a failure the full check for its message; under ``torch.compile``
+    an assertion on the device (no host read, no graph break).
+    """
+    low, high = target_range[0], target_range[1]
+    classes = max(channels, 2)
+    if torch.compiler.is_compiling():
+        if kind == "dense":
+            _assert_on_device((low >= 0) & (high <= 1), "target must hold values in [0, 1]")
+        else:
+            _assert_on_device((low >= 0) & (high < classes), f"target holds a class index outside [0, {classes - 1}]")
+        return
+    low, high = target_range.tolist()
+    if kind == "dense":
+        check_unit_interval_bounds("target", low, high)
+    elif low < 0 or high >= classes:  # the full check names the offending label
+        _index_labels(target, channels, ignore_index=ignore_index, mask=mask)
 
 
 def fused_region_loss(

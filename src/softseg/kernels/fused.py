@@ -593,7 +593,7 @@ def block_statistics(
           (B, C, N); ``weight``: bool (B, 1 or C, N) or None. Excluded entries are selected out.
         - ``activation`` ``"softmax"`` or ``"sigmoid"``; ``norm`` 1 or 2; ``with_ce``: cross-entropy sums
           (binary for sigmoid), else zeros; ``with_range``: ``target_range`` is (min, max) of a dense target
-          or of C = 1 sigmoid labels without CE (for the caller's value check), else empty.
+          (excluded pixels too) or of the labels (ignored ones hold 0), for the caller's value check; else empty.
         - The sums are (B, C); the log-sum-exp pair is (B, 1, N) for softmax (:func:`log_sum_exp_buffers`),
           empty otherwise; all are new tensors (none aliases an input).
 
@@ -605,10 +605,15 @@ def block_statistics(
     """
     path = block_path(labels, activation, with_ce)
     if path == "softmax_index":
-        return _softmax_index_sums(logits, labels, weight, norm, with_ce)
-    if path == "sigmoid_index":
-        return _sigmoid_index_sums(logits, labels, weight, norm, with_range and logits.shape[1] == 1)
-    return _dense_sums(logits, dense, labels, weight, activation, norm, with_ce, with_range)
+        outputs = _softmax_index_sums(logits, labels, weight, norm, with_ce)
+    elif path == "sigmoid_index":
+        outputs = _sigmoid_index_sums(logits, labels, weight, norm, with_range and logits.shape[1] == 1)
+    else:
+        outputs = _dense_sums(logits, dense, labels, weight, activation, norm, with_ce, with_range and labels is None)
+    if with_range and labels is not None and outputs[5].numel() == 0:  # labels the blocks did not range over
+        low, high = torch.aminmax(labels) if labels.numel() else (torch.tensor(math.inf), torch.tensor(-math.inf))
+        outputs = (*outputs[:5], torch.stack([low, high]).to(outputs[0].dtype), *outputs[6:])
+    return outputs
 
 
 def block_gradient(

@@ -196,8 +196,8 @@ def native_statistics(
 
     Convention:
         - Inputs as :func:`softseg.kernels.fused.block_statistics`, for which :func:`native_applies`.
-        - The sums are (B, C) float32 (summed in double); ``target_range`` (min, max) of the target with
-          ``with_range`` (dense targets, one sigmoid channel of labels), else empty; for softmax each pixel's
+        - The sums are (B, C) float32 (summed in double); ``target_range`` (min, max) of the dense target or
+          of the labels with ``with_range``, else empty; for softmax each pixel's
           max and 1 / sum of exponentials, (B, 1, N) float32 each, for :func:`native_gradient` (empty for sigmoid).
 
     Example:

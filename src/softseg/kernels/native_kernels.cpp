@@ -199,7 +199,7 @@ inline void activate(int64_t C, const vf* z, vf* x, vf* shift, vf* inverse) {
     }
 }
 
-struct Sums {  // (B, C) each, in double; range: (min, max) of the target's values
+struct Sums {  // (B, C) each, in double; range: (min, max) of the dense target's values or of the labels
     double *tp, *pred, *ymass, *ce;
     float *ymax, *range;
     float *shift, *inverse;  // (B, N): the softmax's max and 1 / sum of exponentials, for backward
@@ -223,6 +223,11 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
                 read_step<SOFTMAX, INDEX, WEIGHT>(p, b, step, z, y, keep, raw_y, &labels);
                 vf shift, inverse;
                 activate<SOFTMAX>(C, z, x, &shift, &inverse);
+                if (RANGE && INDEX) {  // the labels' range (ignored pixels hold 0, a valid class)
+                    vf value = __builtin_convertvector(labels, vf);
+                    low = select(step.valid, vmin(low, value), low);
+                    high = select(step.valid, vmax(high, value), high);
+                }
                 vf log_total = splat(0);
                 if (SOFTMAX) {
                     store_row(out.shift + b * N, step, shift);
@@ -239,10 +244,9 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
                         vf term = shift - z[c] + log_total;
                         acc_ce[c] += INDEX ? select(y[c] != 0.0f, term, splat(0)) : y[c] * term;
                     }
-                    if (RANGE) {
-                        vf value = INDEX ? y[c] : raw_y[c];
-                        low = select(step.valid, vmin(low, value), low);
-                        high = select(step.valid, vmax(high, value), high);
+                    if (RANGE && !INDEX) {  // the dense target's range, excluded pixels too
+                        low = select(step.valid, vmin(low, raw_y[c]), low);
+                        high = select(step.valid, vmax(high, raw_y[c]), high);
                     }
                 }
             }

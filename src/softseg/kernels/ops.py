@@ -101,15 +101,9 @@ PATHS = ("blocks", "native", "triton")
 def _check_path(logits, labels, dense, activation, with_ce, with_range, path) -> None:
     if path not in PATHS:
         raise ValueError(f"path must be one of {', '.join(map(repr, PATHS))}; got {path!r}")
-    # The target's range comes off the CPU passes that read the target anyway: a dense target, or the 0/1
-    # labels of one sigmoid channel without cross-entropy. Anything else would return it empty.
-    if with_range and (path == "triton" or not (dense is not None or (
-        activation == "sigmoid" and logits.shape[1] == 1 and not with_ce
-    ))):
-        raise ValueError(
-            "with_range needs the CPU paths and a dense target or one-channel sigmoid labels without "
-            "cross-entropy; the caller checks the other targets itself"
-        )
+    # The target's range comes off the CPU passes that read the target anyway; the Triton kernels return none.
+    if with_range and path == "triton":
+        raise ValueError("with_range needs a CPU path (blocks or native); the caller checks Triton's targets itself")
 
 
 @torch.library.custom_op("softseg::logit_statistics_backward", mutates_args=())
