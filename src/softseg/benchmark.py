@@ -356,7 +356,10 @@ def _configuration(workload: Workload, implementation: str, threads: int | None,
     row = {"workload": workload.name, "implementation": implementation, "shape": list(workload.shape)}
     try:
         loss_fn = _loss_function(workload, implementation, device)
-        return row, torch.compile(loss_fn) if compile else loss_fn
+        if compile:
+            torch._dynamo.reset()  # each configuration compiles afresh (in one process, shared code would recompile)
+            loss_fn = torch.compile(loss_fn)
+        return row, loss_fn
     except (ImportError, NotImplementedError) as error:
         status = "not installed" if isinstance(error, ImportError) else "not supported"
         return dict(row, status=status, note=str(error).splitlines()[0][:120]), None

@@ -27,6 +27,8 @@ namespace {
 constexpr int W = 16;       // pixels per vector
 constexpr int MAXC = 128;   // classes held per vector step (more: the torch blocks)
 constexpr int FLUSH = 64;   // vectors summed per lane in float before adding into double
+constexpr int PREFETCH = 4 * 16;  // pixels ahead: rows C apart map to one cache set (a power-of-two N), so the
+                                  // hardware prefetcher loses them; fetching into L2 ahead keeps the streams fed
 constexpr float LOG2E = 1.44269504088896341f;
 constexpr float LN2 = 0.693147180559945309f;
 
@@ -37,15 +39,16 @@ inline vf splat(float x) { return (vf){} + x; }
 inline vi splati(int32_t x) { return (vi){} + x; }
 inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-inline vf select(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
-// NaN-propagating max and min (torch.amax, torch.minimum)
+inline vf select(vi mask, vf a, vf b) { return mask ? a : b; }  // lanes of a where mask, else of b
+inline vf fmax(vf a, vf b) { return select(a > b, a, b); }  // NaN: the other (the sums carry the NaN)
+inline vf fmin(vf a, vf b) { return select(a < b, a, b); }
+// NaN-propagating max and min (torch.amax, torch.minimum), for the value checks' range
 inline vf vmax(vf a, vf b) { return select((a != a) | (a > b), a, b); }
 inline vf vmin(vf a, vf b) { return select((a != a) | (a < b), a, b); }
 
-// 2^x, with torch's limits: 0 below -126 (an absent class's probability is exactly 0), inf above 128.
+// 2^x for x <= 0 (NaN stays NaN), 0 below -126: an absent class's probability is exactly 0, as in torch.
 inline vf exp2v(vf x_in) {
-    vf x = select(x_in < -126.0f, splat(-126.0f), x_in);  // NaN stays NaN
-    x = select(x > 126.0f, splat(126.0f), x);
+    vf x = select(x_in < -126.0f, splat(-126.0f), x_in);
     const float magic = 12582912.0f;  // 1.5 * 2^23: x + magic rounds x to an integer
     vf t = x + magic;
     vf n = t - magic;
@@ -58,9 +61,15 @@ inline vf exp2v(vf x_in) {
     p = p * f + 2.4022651e-1f;
     p = p * f + 6.9314718e-1f;
     p = p * f + 1.0f;
-    vf result = p * (vf)((ni + 127) << 23);
-    result = select(x_in < -126.0f, splat(0.0f), result);
-    return select(x_in > 128.0f, splat(INFINITY), result);
+    return select(x_in < -126.0f, splat(0.0f), p * (vf)((ni + 127) << 23));
+}
+
+// sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below: exp of -|z| only, exact 0 and 1 at the ends.
+inline vf sigmoidv(vf z) {
+    vf abs_z = select(z < 0.0f, -z, z);
+    vf e = exp2v(-abs_z * LOG2E);
+    vf r = 1.0f / (1.0f + e);
+    return select(z < 0.0f, e * r, r);
 }
 
 // log2 of x >= 1 (a softmax's sum of exponentials): exponent + log2 of the mantissa in [1, 2) by
@@ -98,7 +107,7 @@ inline float max_lanes(vf v) {
     return best;
 }
 
-// The pixels of one vector step: `count` valid lanes from pixel n of image b (a zero-padded copy at the end).
+// The pixels of one vector step: `count` valid lanes from pixel n (a zero-padded copy at the end).
 struct Step {
     int64_t n;
     int count;
@@ -106,8 +115,9 @@ struct Step {
 };
 
 inline Step step_at(int64_t n, int64_t n1) {
-    Step step{n, static_cast<int>(n1 - n < W ? n1 - n : W), {}};
-    for (int i = 0; i < W; ++i) step.valid[i] = i < step.count ? -1 : 0;
+    Step step{n, static_cast<int>(n1 - n < W ? n1 - n : W), splati(-1)};
+    if (step.count < W)
+        for (int i = 0; i < W; ++i) step.valid[i] = i < step.count ? -1 : 0;
     return step;
 }
 
@@ -128,16 +138,25 @@ inline void store_row(float* row, const Step& step, vf value) {
     std::memcpy(row + step.n, lanes, step.count * sizeof(float));
 }
 
+typedef int64_t vl __attribute__((vector_size(128)));
+typedef uint8_t vb __attribute__((vector_size(16)));
+
 inline vi load_labels(const int64_t* row, const Step& step) {
-    vi labels = splati(-1);
-    for (int i = 0; i < step.count; ++i) labels[i] = static_cast<int32_t>(row[step.n + i]);
-    return labels;
+    vl wide;
+    if (step.count == W) {
+        std::memcpy(&wide, row + step.n, sizeof wide);
+    } else {
+        int64_t padded[W];
+        for (int i = 0; i < W; ++i) padded[i] = i < step.count ? row[step.n + i] : -1;
+        std::memcpy(&wide, padded, sizeof wide);
+    }
+    return __builtin_convertvector(wide, vi);
 }
 
 inline vi load_weight(const uint8_t* row, const Step& step) {
-    vi mask = splati(0);
-    for (int i = 0; i < step.count; ++i) mask[i] = row[step.n + i] ? -1 : 0;
-    return mask;
+    vb bytes = {};
+    std::memcpy(&bytes, row + step.n, step.count);
+    return (__builtin_convertvector(bytes, vi) != 0) & step.valid;
 }
 
 struct Problem {
@@ -148,43 +167,69 @@ struct Problem {
     int64_t batch, channels, pixels;
 };
 
-// The kept-entry masks, the sanitised logits and the target of one step of image b.
+// One vector step of image b: the sanitised logits of every class, and what reads the target per class.
 template <bool SOFTMAX, bool INDEX, int WEIGHT>
-inline void read_step(const Problem& p, int64_t b, const Step& step, vf* z, vf* y, vi* keep, vf* raw_y, vi* labels) {
-    const int64_t C = p.channels, N = p.pixels;
-    vi pixel_keep = step.valid;
-    if (WEIGHT == 1) pixel_keep &= load_weight(p.weight + b * N, step);
-    for (int64_t c = 0; c < C; ++c) {
-        keep[c] = WEIGHT == 2 ? (load_weight(p.weight + (b * C + c) * N, step) & step.valid) : pixel_keep;
-        z[c] = load_row(p.logits + (b * C + c) * N, step);
-    }
-    if (SOFTMAX && WEIGHT == 2) {  // softmax couples a pixel's classes: it leaves where none of them counts
+struct Pixels {
+    const Problem& p;
+    int64_t b;
+    Step step;
+    bool full;      // all W lanes are pixels (only the last step of a range is not)
+    vi pixel_keep;  // WEIGHT 0 and 1: the kept lanes of every class
+    vi labels;      // INDEX
+    vi keep_class[MAXC];  // WEIGHT 2 only
+
+    Pixels(const Problem& problem, int64_t image, Step s, vf* z) : p(problem), b(image), step(s), full(s.count == W) {
+        const int64_t C = p.channels, N = p.pixels;
+        pixel_keep = step.valid;
+        if (WEIGHT == 1) pixel_keep = load_weight(p.weight + b * N, step);
+        if (INDEX) labels = load_labels(p.labels + b * N, step);
         vi any = splati(0);
-        for (int64_t c = 0; c < C; ++c) any |= keep[c];
-        for (int64_t c = 0; c < C; ++c) z[c] = select(any, z[c], splat(0));
-    } else if (WEIGHT != 0) {
-        for (int64_t c = 0; c < C; ++c) z[c] = select(keep[c], z[c], splat(0));
-    }
-    if (INDEX) {
-        *labels = load_labels(p.labels + b * N, step);
+        const bool ahead = step.n + PREFETCH < N;
         for (int64_t c = 0; c < C; ++c) {
-            vf hit = C == 1 ? __builtin_convertvector(*labels, vf) : (vf)((*labels == static_cast<int32_t>(c)) & (vi)splat(1.0f));
-            y[c] = select(keep[c], hit, splat(0));
+            if (ahead) {
+                __builtin_prefetch(p.logits + (b * C + c) * N + step.n + PREFETCH, 0, 1);
+                if (!INDEX) __builtin_prefetch(p.dense + (b * C + c) * N + step.n + PREFETCH, 0, 1);
+            }
+            z[c] = load_row(p.logits + (b * C + c) * N, step);
+            if (WEIGHT == 2) {
+                keep_class[c] = load_weight(p.weight + (b * C + c) * N, step);
+                any |= keep_class[c];
+            }
         }
-    } else {
-        for (int64_t c = 0; c < C; ++c) {
-            raw_y[c] = load_row(p.dense + (b * C + c) * N, step);
-            y[c] = select(keep[c], raw_y[c], splat(0));
-        }
+        // Excluded logits are selected out; softmax couples a pixel's classes: it leaves where none counts.
+        if (SOFTMAX && WEIGHT == 2)
+            for (int64_t c = 0; c < C; ++c) z[c] = select(any, z[c], splat(0));
+        else if (WEIGHT == 2)
+            for (int64_t c = 0; c < C; ++c) z[c] = select(keep_class[c], z[c], splat(0));
+        else if (WEIGHT == 1)
+            for (int64_t c = 0; c < C; ++c) z[c] = select(pixel_keep, z[c], splat(0));
     }
-}
+
+    vi keep(int64_t c) const { return WEIGHT == 2 ? keep_class[c] : pixel_keep; }
+
+    // x where class c counts, else 0 (no mask to apply on a full step without a weight)
+    vf kept(int64_t c, vf x) const { return (WEIGHT == 0 && full) ? x : select(keep(c), x, splat(0)); }
+
+    // The dense target as read (excluded entries too), for the range check.
+    vf raw_target(int64_t c) const { return load_row(p.dense + (b * p.channels + c) * p.pixels, step); }
+
+    // y of class c: the dense target, the label indicator (C > 1) or the 0/1 label (C = 1); 0 where not counted.
+    // (Padded lanes read 0 targets and -1 labels, so without a weight nothing needs masking.)
+    vf target(int64_t c, vf raw) const {
+        if (!INDEX) return WEIGHT == 0 ? raw : select(keep(c), raw, splat(0));
+        if (p.channels == 1)
+            return select(WEIGHT == 0 ? labels >= 0 : pixel_keep, __builtin_convertvector(labels, vf), splat(0));
+        vi hit = labels == static_cast<int32_t>(c);
+        return select(WEIGHT == 0 ? hit : hit & pixel_keep, splat(1.0f), splat(0));
+    }
+};
 
 // x = act(z) of one step; for softmax also the pixel's max and 1 / sum of exponentials.
 template <bool SOFTMAX>
 inline void activate(int64_t C, const vf* z, vf* x, vf* shift, vf* inverse) {
     if (SOFTMAX) {
         vf m = z[0];
-        for (int64_t c = 1; c < C; ++c) m = vmax(m, z[c]);
+        for (int64_t c = 1; c < C; ++c) m = fmax(m, z[c]);  // a NaN logit: its exponential is NaN, so is every x
         vf total = splat(0);
         for (int64_t c = 0; c < C; ++c) {
             x[c] = exp2v((z[c] - m) * LOG2E);
@@ -195,7 +240,7 @@ inline void activate(int64_t C, const vf* z, vf* x, vf* shift, vf* inverse) {
         *shift = m;
         *inverse = inv;
     } else {
-        for (int64_t c = 0; c < C; ++c) x[c] = 1.0f / (1.0f + exp2v(-z[c] * LOG2E));
+        for (int64_t c = 0; c < C; ++c) x[c] = sigmoidv(z[c]);
     }
 }
 
@@ -208,8 +253,7 @@ struct Sums {  // (B, C) each, in double; range: (min, max) of the dense target'
 template <bool SOFTMAX, bool INDEX, bool NORM2, bool CE, int WEIGHT, bool RANGE>
 void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
     const int64_t C = p.channels, N = p.pixels;
-    vf z[MAXC], x[MAXC], y[MAXC], raw_y[MAXC];
-    vi keep[MAXC];
+    vf z[MAXC], x[MAXC];
     vf acc_tp[MAXC], acc_pred[MAXC], acc_y[MAXC], acc_ce[MAXC], acc_max[MAXC];
     vf low = splat(INFINITY), high = splat(-INFINITY);
     for (int64_t b = 0; b < p.batch; ++b) {
@@ -218,13 +262,12 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
         while (n < n1) {
             for (int64_t c = 0; c < C; ++c) acc_tp[c] = acc_pred[c] = acc_y[c] = acc_ce[c] = splat(0);
             for (int k = 0; k < FLUSH && n < n1; ++k, n += W) {
-                Step step = step_at(n, n1);
-                vi labels;
-                read_step<SOFTMAX, INDEX, WEIGHT>(p, b, step, z, y, keep, raw_y, &labels);
+                Pixels<SOFTMAX, INDEX, WEIGHT> pixels(p, b, step_at(n, n1), z);
+                const Step& step = pixels.step;
                 vf shift, inverse;
                 activate<SOFTMAX>(C, z, x, &shift, &inverse);
                 if (RANGE && INDEX) {  // the labels' range (ignored pixels hold 0, a valid class)
-                    vf value = __builtin_convertvector(labels, vf);
+                    vf value = __builtin_convertvector(pixels.labels, vf);
                     low = select(step.valid, vmin(low, value), low);
                     high = select(step.valid, vmax(high, value), high);
                 }
@@ -235,18 +278,20 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
                     if (CE) log_total = -log2v(inverse) * LN2;
                 }
                 for (int64_t c = 0; c < C; ++c) {
-                    vf kept_x = select(keep[c], x[c], splat(0));
-                    acc_tp[c] += (INDEX || NORM2) ? kept_x * y[c] : vmin(kept_x, y[c]);
+                    vf raw = INDEX ? splat(0) : pixels.raw_target(c);
+                    vf y = pixels.target(c, raw);
+                    vf kept_x = pixels.kept(c, x[c]);
+                    acc_tp[c] += (INDEX || NORM2) ? kept_x * y : fmin(kept_x, y);
                     acc_pred[c] += NORM2 ? kept_x * kept_x : kept_x;
-                    acc_y[c] += (NORM2 && !INDEX) ? y[c] * y[c] : y[c];
-                    if (!INDEX) acc_max[c] = vmax(acc_max[c], y[c]);
+                    acc_y[c] += (NORM2 && !INDEX) ? y * y : y;
+                    if (!INDEX) acc_max[c] = fmax(acc_max[c], y);
                     if (CE) {  // -y log x = y (lse - z); y is 0 where not counted (a label: select, as a gather)
                         vf term = shift - z[c] + log_total;
-                        acc_ce[c] += INDEX ? select(y[c] != 0.0f, term, splat(0)) : y[c] * term;
+                        acc_ce[c] += INDEX ? select(y != 0.0f, term, splat(0)) : y * term;
                     }
                     if (RANGE && !INDEX) {  // the dense target's range, excluded pixels too
-                        low = select(step.valid, vmin(low, raw_y[c]), low);
-                        high = select(step.valid, vmax(high, raw_y[c]), high);
+                        low = select(step.valid, vmin(low, raw), low);
+                        high = select(step.valid, vmax(high, raw), high);
                     }
                 }
             }
@@ -279,14 +324,12 @@ struct Coefficients {  // (B, C) each: A = dL/dfp, B = dL/dtp - dL/dfp - dL/dfn,
 template <bool SOFTMAX, bool INDEX, bool NORM2, bool CE, int WEIGHT>
 void backward(const Problem& p, int64_t n0, int64_t n1, Coefficients k, float* grad) {
     const int64_t C = p.channels, N = p.pixels;
-    vf z[MAXC], x[MAXC], y[MAXC], raw_y[MAXC], g[MAXC];
-    vi keep[MAXC];
+    vf z[MAXC], x[MAXC], g[MAXC], w[MAXC];
     for (int64_t b = 0; b < p.batch; ++b) {
         const float *a = k.a + b * C, *bb = k.b + b * C, *gg = k.g + b * C;
         for (int64_t n = n0; n < n1; n += W) {
-            Step step = step_at(n, n1);
-            vi labels;
-            read_step<SOFTMAX, INDEX, WEIGHT>(p, b, step, z, y, keep, raw_y, &labels);
+            Pixels<SOFTMAX, INDEX, WEIGHT> pixels(p, b, step_at(n, n1), z);
+            const Step& step = pixels.step;
             if (SOFTMAX) {  // the forward's probabilities, bit for bit: same max, same 1 / sum
                 vf shift = load_row(k.shift + b * N, step), inverse = load_row(k.inverse + b * N, step);
                 for (int64_t c = 0; c < C; ++c) x[c] = exp2v((z[c] - shift) * LOG2E) * inverse;
@@ -295,20 +338,24 @@ void backward(const Problem& p, int64_t n0, int64_t n1, Coefficients k, float* g
                 activate<false>(C, z, x, &unused_shift, &unused_inverse);
             }
             vf projection = splat(0), ce_total = splat(0);
-            for (int64_t c = 0; c < C; ++c) {
+            for (int64_t c = 0; c < C; ++c) {  // g = dL/dx = m (A' + B h); w = G m y (the cross-entropy's)
+                vf y = pixels.target(c, INDEX ? splat(0) : pixels.raw_target(c));
                 vf slope;
-                if (INDEX || NORM2) slope = y[c];
-                else slope = select(y[c] > x[c], splat(1.0f), select(y[c] == x[c], splat(0.5f), splat(0.0f)));
-                vf grad_x = (NORM2 ? 2.0f * a[c] * x[c] : splat(a[c])) + bb[c] * slope;
-                g[c] = select(keep[c], grad_x, splat(0));
+                if (INDEX || NORM2) slope = y;
+                else slope = select(y > x[c], splat(1.0f), select(y == x[c], splat(0.5f), splat(0.0f)));
+                vf value = (NORM2 ? 2.0f * a[c] * x[c] : splat(a[c])) + bb[c] * slope;
+                g[c] = WEIGHT == 0 ? value : select(pixels.keep(c), value, splat(0));  // padded lanes: never stored
                 if (SOFTMAX) projection += x[c] * g[c];
-                if (CE) ce_total += gg[c] * y[c];
+                if (CE) {
+                    w[c] = gg[c] * y;
+                    ce_total += w[c];
+                }
             }
             for (int64_t c = 0; c < C; ++c) {
                 vf value;
                 if (SOFTMAX) {
                     value = x[c] * (g[c] - projection);
-                    if (CE) value += x[c] * ce_total - gg[c] * y[c];
+                    if (CE) value += x[c] * ce_total - w[c];
                 } else {
                     value = x[c] * (1.0f - x[c]) * g[c];
                 }
