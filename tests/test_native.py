@@ -223,3 +223,19 @@ def test_label_range_comes_from_the_forward_pass(activation):
         fused_statistics(logits, labels, activation=activation)
     stats, _ = fused_statistics(logits, labels.masked_fill(labels == 9, 255), activation=activation, ignore_index=255)
     assert torch.isfinite(stats.tp).all()
+
+
+@pytest.mark.parametrize("channels", [2, 37, 128])
+@pytest.mark.parametrize("kind", ["index", "dense"])
+def test_many_classes_and_narrow_tiles(channels, kind):
+    # The backward's tile narrows with the classes (4096 floats a buffer): 16 pixels at 128 classes.
+    logits, labels, dense, weight = _case("softmax", kind, 1, channels=channels, pixels=150, seed=8)
+    options = dict(activation="softmax", norm=1, with_ce=True)
+    ours = native.native_statistics(logits, labels, dense, weight, with_range=True, **options)
+    theirs = block_statistics(logits, labels, dense, weight, with_range=True, **options)
+    for a, b in zip(ours[:6], theirs[:6]):
+        torch.testing.assert_close(a, b, rtol=2e-6, atol=2e-5)
+    grads = [torch.randn(2, channels, generator=torch.Generator().manual_seed(k)) for k in range(4)]
+    torch.testing.assert_close(native.native_gradient(logits, labels, dense, weight, ours[6], ours[7], *grads, **options),
+                               block_gradient(logits, labels, dense, weight, theirs[6], theirs[7], *grads, **options),
+                               rtol=1e-5, atol=2e-6)

@@ -4,7 +4,8 @@ r"""Which path computes the statistics from logits: the one place that chooses, 
   (and the cross-entropy sums from the same activation): plain torch operations, any case.
 - The **fused path** (:mod:`softseg.kernels`): softmax or sigmoid, the sums and the backward straight from
   the logits, never holding the probabilities at the logits' size. Eagerly it is the custom operator
-  ``torch.ops.softseg.logit_statistics`` (:mod:`softseg.kernels.ops`): the Triton kernels on CUDA, the torch
+  ``torch.ops.softseg.logit_statistics`` (:mod:`softseg.kernels.ops`): the native kernels on CPU
+  (:mod:`softseg.kernels.native`, where a C++ compiler built them), the Triton kernels on CUDA, the torch
   blocks elsewhere. Under ``torch.compile`` it is :data:`COMPILED_PATH`: by default the same operator on CPU and
   CUDA (one opaque node of the graph) and, on other devices, the whole-tensor formula
   (:class:`softseg.kernels.formula.CompiledStatistics`) from which the compiler generates its own kernels;

@@ -1,6 +1,7 @@
 r"""The fused statistics on CUDA through Triton: one read of the logits forward, one read and one write backward.
 
-:func:`softseg.kernels.fused_statistics` hands CUDA inputs here when :func:`triton_applies` says so; the
+:func:`softseg.dispatch.fused_statistics` hands CUDA inputs here (the custom operator's ``"triton"`` path,
+:mod:`softseg.kernels.ops`) when :func:`triton_applies` says so; the
 values and gradients are those of the torch block path of :mod:`softseg.kernels.fused` (same formulas, the
 same tie convention for min(x, y)), to float32 rounding. Without Triton, with ``SOFTSEG_TRITON=0`` in the
 environment, for float64 logits or for more than :data:`MAX_CHANNELS` classes, the torch block path runs.
@@ -10,7 +11,7 @@ device memory; here one program holds a tile of (all classes) x (``BLOCK_N`` pix
 softmax, the overlap terms and the gradient never leave the chip. Forward writes per-program partial sums
 that torch adds up in a fixed order (deterministic, no atomics); backward recomputes the activation.
 
-:class:`TritonRegionLoss` goes one step further for the losses (:func:`softseg.kernels.fused.fused_region_loss`):
+:class:`TritonRegionLoss` goes one step further for the losses (:func:`softseg.dispatch.fused_region_loss`, eagerly):
 a one-program kernel turns the (B, C) sums into the aggregated loss and the backward's coefficients, so a
 loss step issues a dozen host operations instead of ~50 (on a GPU at common sizes the host, not the
 kernels, bounds the step).
