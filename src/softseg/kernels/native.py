@@ -112,7 +112,6 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     return library, ""
 
 
-@torch.compiler.assume_constant_result  # under torch.compile: asked once, while tracing, never in the graph
 def native_available() -> bool:
     """Whether the native kernels run here: ``SOFTSEG_NATIVE`` is not ``"0"`` and the library builds and loads.
 
@@ -125,6 +124,12 @@ def native_available() -> bool:
         True
     """
     return os.environ.get(ENVIRONMENT_SWITCH, "1") != "0" and _library()[0] is not None
+
+
+# Under torch.compile the answer is taken once, while tracing, and never goes into the graph: what
+# torch.compiler.assume_constant_result does (it sets this attribute), without importing torch._dynamo (seconds)
+# when softseg is imported.
+native_available._dynamo_marked_constant = True
 
 
 def native_status() -> str:

@@ -295,8 +295,12 @@ template <bool SOFTMAX, bool INDEX, bool NORM2, bool CE, int WEIGHT, bool RANGE>
 void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
     const int64_t C = p.channels, N = p.pixels;
     vf z[MAXC], x[MAXC];
-    vf acc_tp[MAXC], acc_pred[MAXC], acc_y[MAXC], acc_ce[MAXC], acc_max[MAXC];
+    vf acc_tp[MAXC], acc_pred[MAXC], acc_y[MAXC], acc_ce[MAXC], acc_max[MAXC], acc_min[MAXC];
     vf low = splat(INFINITY), high = splat(-INFINITY);
+    // Without a weight a dense target's range is the range of y itself: a min next to the max the sums keep
+    // anyway (a NaN shows in the target's sum), instead of a NaN-aware min and max of every value.
+    constexpr bool RANGE_FROM_SUMS = RANGE && !INDEX && WEIGHT == 0;
+    bool target_nan = false;
     auto flush = [&](int64_t b) {
         for (int64_t c = 0; c < C; ++c) {
             out.tp[b * C + c] += sum_lanes(acc_tp[c]);
@@ -308,6 +312,8 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
     };
     for (int64_t b = 0; b < p.batch; ++b) {
         for (int64_t c = 0; c < C; ++c) acc_max[c] = acc_tp[c] = acc_pred[c] = acc_y[c] = acc_ce[c] = splat(0);
+        if (RANGE_FROM_SUMS)
+            for (int64_t c = 0; c < C; ++c) acc_min[c] = splat(INFINITY), acc_max[c] = splat(-INFINITY);
         int steps = 0;
         const Tile tile = Tile::in_place(p, b);
         {
@@ -334,12 +340,16 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
                     acc_tp[c] += (INDEX || NORM2) ? kept_x * y : fmin(kept_x, y);
                     acc_pred[c] += NORM2 ? kept_x * kept_x : kept_x;
                     acc_y[c] += (NORM2 && !INDEX) ? y * y : y;
-                    if (!INDEX) acc_max[c] = fmax(acc_max[c], y);
+                    if (!INDEX)  // (with the range from the sums, the padded lanes of a last, partial step: left out)
+                        acc_max[c] = fmax(acc_max[c], (RANGE_FROM_SUMS && !pixels.full)
+                                                          ? select(step.valid, y, splat(-INFINITY)) : y);
                     if (CE) {  // -y log x = y (lse - z); y is 0 where not counted (a label: select, as a gather)
                         vf term = shift - z[c] + log_total;
                         acc_ce[c] += INDEX ? select(y != 0.0f, term, splat(0)) : y * term;
                     }
-                    if (RANGE && !INDEX) {  // the dense target's range, excluded pixels too
+                    if (RANGE_FROM_SUMS)
+                        acc_min[c] = fmin(acc_min[c], pixels.full ? y : select(step.valid, y, splat(INFINITY)));
+                    else if (RANGE && !INDEX) {  // the dense target's range, excluded pixels too
                         low = select(step.valid, vmin(low, raw), low);
                         high = select(step.valid, vmax(high, raw), high);
                     }
@@ -352,6 +362,13 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
         }
         flush(b);
         steps = 0;
+        if (RANGE_FROM_SUMS)
+            for (int64_t c = 0; c < C; ++c) {
+                low = fmin(low, acc_min[c]);
+                high = fmax(high, acc_max[c]);
+                acc_max[c] = fmax(acc_max[c], splat(0));  // target_max: at least 0, as without the range
+                if (out.ymass[b * C + c] != out.ymass[b * C + c]) target_nan = true;
+            }
         if (!INDEX)
             for (int64_t c = 0; c < C; ++c) {
                 float m = max_lanes(acc_max[c]);
@@ -359,6 +376,7 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
                 target = (m != m || m > target) ? m : target;
             }
     }
+    if (target_nan) low = splat(NAN);
     if (RANGE) {
         float l = -max_lanes(-low), h = max_lanes(high);
         out.range[0] = (l != l || l < out.range[0]) ? l : out.range[0];
