@@ -246,15 +246,10 @@ def loss_from_statistics(
         ...     presence_threshold=0.01, reduction="mean")
         tensor(0.4545)
     """
-    if not include_background:
-        if stats.tp.shape[1] < 2:
-            raise ValueError(
-                "include_background=False drops class 0, but input has a single channel; "
-                "keep include_background=True for binary segmentation"
-            )
-        stats = RegionStatistics(*(s[:, 1:] for s in stats))
-    if distributed:
-        stats = sync_statistics(stats, levels=parse_aggregation(aggregation), process_group=process_group)
+    stats = scored_statistics(
+        stats, include_background=include_background, aggregation=aggregation, distributed=distributed,
+        process_group=process_group,
+    )
     weight = check_weight(weight, stats.tp.shape[1], include_background=include_background)
 
     def entry_loss(entry_stats: RegionStatistics) -> Tensor:
@@ -271,6 +266,42 @@ def loss_from_statistics(
         weight=weight,
         reduction=reduction,
     )
+
+
+def scored_statistics(
+    stats: RegionStatistics,
+    *,
+    include_background: bool,
+    aggregation: Aggregation,
+    distributed: bool = False,
+    process_group: torch.distributed.ProcessGroup | None = None,
+) -> RegionStatistics:
+    """The statistics a loss scores: class 0 dropped unless ``include_background``, then summed over ranks.
+
+    Shared by every loss on the statistics engine (:func:`loss_from_statistics`, the generalized Dice and
+    MCC losses).
+
+    Convention:
+        ``stats`` (B, C) each; returns (B, C) or (B, C - 1) rows, or with ``distributed=True`` what
+        :func:`softseg.distributed.sync_statistics` returns for the levels of ``aggregation`` (pooled (1, C)
+        for ``"global"``, the rows of every rank otherwise). A single channel with
+        ``include_background=False`` is a ``ValueError``.
+
+    Example:
+        >>> stats = RegionStatistics(*(torch.tensor([[1.0, 2.0]]) for _ in range(4)))
+        >>> scored_statistics(stats, include_background=False, aggregation="global").tp
+        tensor([[2.]])
+    """
+    if not include_background:
+        if stats.tp.shape[1] < 2:
+            raise ValueError(
+                "include_background=False drops class 0, but input has a single channel; "
+                "keep include_background=True for binary segmentation"
+            )
+        stats = RegionStatistics(*(s[:, 1:] for s in stats))
+    if distributed:
+        stats = sync_statistics(stats, levels=parse_aggregation(aggregation), process_group=process_group)
+    return stats
 
 
 def dice_loss(input: Tensor, target: Tensor, **options) -> Tensor:
