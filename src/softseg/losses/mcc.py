@@ -90,9 +90,12 @@ def mcc_loss(
           ``batch=False`` with ``reduction="none"`` giving its (B, C) scores).
         - Ignored pixels: ``ignore_index`` and ``mask`` (bool, True = counts) leave all four counts (tn
           counts only kept pixels).
-        - Entries with fp = fn = 0 (empty class predicted empty, or a perfect prediction) give 0; any other
-          entry whose MCC is undefined (a class absent from the target but predicted, or everywhere in
-          both) gives 1 (MCC 0), with a finite gradient; an empty batch gives 0.
+        - Entries with fp = fn = 0 (an empty class predicted empty, or a perfect prediction) give 0. An
+          entry whose MCC is undefined otherwise gives 1 (MCC 0, as smp and MONAI) with a zero gradient:
+          a class absent from the target but predicted, however little (as the Dice loss of such a class),
+          and a class covering every counted pixel of the target but not predicted everywhere (a softmax
+          never is). Per image, a class that fills an image therefore scores 1: prefer global
+          aggregation (the default), where that needs a whole batch of it. An empty batch gives 0.
 
     Example:
         >>> logits = torch.tensor([[[2.0, -1.0, 0.0, 1.0], [-2.0, 1.0, 0.0, -1.0]]])   # (B=1, C=2, N=4)
