@@ -43,6 +43,11 @@ def _compound_regions(logits, target, mask=None, **options):
     return softseg.CompoundLoss(terms, weights={"dice": 0.5, "jaccard": 0.25, "tversky": 1.0})(logits, target)
 
 
+def _smp_mcc(logits, target, mask=None, **options):
+    # smp's MCC takes probabilities of one channel.
+    return smp.MCCLoss(**options)(logits.sigmoid(), target.unsqueeze(1).to(logits.dtype))
+
+
 FUNCTIONS = {
     "dice": softseg.dice_loss,
     "jaccard": softseg.jaccard_loss,
@@ -53,6 +58,7 @@ FUNCTIONS = {
     "mcc": softseg.mcc_loss,
     "deep_supervision": _deep_supervision,
     "compound_regions": _compound_regions,
+    "smp_mcc": _smp_mcc,
 }
 MODULES = {
     "DiceLoss": softseg.DiceLoss,
@@ -75,6 +81,7 @@ COMPAT = {
     "monai.DiceCELoss": (monai.DiceCELoss, ()),
     "monai.DiceFocalLoss": (monai.DiceFocalLoss, ()),
     "monai.GeneralizedDiceFocalLoss": (monai.GeneralizedDiceFocalLoss, ()),
+    "monai.MCCLoss": (monai.MCCLoss, ()),
 }
 
 
@@ -213,6 +220,11 @@ CASES = {
                                     aggregation={"global": 1.0, "image": 0.5}),
     "deep_supervision_dice_uneven": _case(67, [3, 1], "deep_supervision"),
     "compound_regions_dense_image": _case(68, [1, 3], "compound_regions", target="dense", aggregation="image"),
+    "monai_mcc_index_uneven": _case(69, [3, 1], "monai.MCCLoss", index_channel=True, to_onehot_y=True, softmax=True),
+    "monai_mcc_batch_soft_empty_rank": _case(
+        70, [0, 4], "monai.MCCLoss", target="dense", softmax=True, batch=True, soft_label=True, reduction="none"
+    ),
+    "smp_mcc_soft_label_uneven": _case(71, [1, 3], "smp_mcc", classes=1, soft_label=True),
     **_random_cases(6),
 }
 # Each rank in its own singleton group: the loss must be that rank's local loss (the group is honoured).
@@ -389,6 +401,8 @@ def test_cases_are_not_trivial(ranks):
         "mcc_global_index",
         "deep_supervision_dice_uneven",
         "compound_regions_dense_image",
+        "monai_mcc_index_uneven",
+        "smp_mcc_soft_label_uneven",
     ):
         case = CASES[name]
         local_loss, _ = _loss_and_grad(case, _slice(case, 1))

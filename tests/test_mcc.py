@@ -252,3 +252,65 @@ def test_bad_targets_and_weights():
         mcc_loss(torch.zeros(1, 3, 2), torch.zeros(1, 2, dtype=torch.long), weight=[1.0, 2.0])
     with pytest.raises(ValueError, match=r"mask must have shape \(1, 2\), \(1, 1, 2\) or \(1, 3, 2\); got \(1, 5\)"):
         mcc_loss(torch.zeros(1, 3, 2), torch.zeros(1, 2, dtype=torch.long), mask=torch.ones(1, 5, dtype=torch.bool))
+
+
+# ---- the compatibility layers ------------------------------------------------------------------------------
+
+
+@given(seeds, st.booleans(), st.booleans(), st.sampled_from(["mean", "sum", "none"]), st.booleans())
+def test_compat_monai_equals_monai(seed, batch, include_background, reduction, index_target):
+    monai_losses = pytest.importorskip("monai.losses")
+    from softseg.compat.monai import MCCLoss as CompatMCCLoss
+
+    logits, labels, soft = problem(seed)
+    options = dict(include_background=include_background, softmax=True, batch=batch, reduction=reduction,
+                   smooth_nr=0.5, smooth_dr=1e-3)
+    target = labels.unsqueeze(1) if index_target else one_hot(labels, 4)
+    expected, expected_grad = value_and_grad(
+        monai_losses.MCCLoss(to_onehot_y=index_target, **options), logits, target.double()
+    )
+    got, grad = value_and_grad(CompatMCCLoss(to_onehot_y=index_target, **options), logits, target)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(grad, expected_grad)
+    # Soft labels: MONAI's product form by default (its values), the min/max form with soft_label=True.
+    probs = soft.clamp(0.05, 0.95)
+    torch.testing.assert_close(CompatMCCLoss(sigmoid=False)(probs, soft), monai_losses.MCCLoss()(probs, soft))
+    assert CompatMCCLoss(soft_label=True, smooth_dr=0.0)(soft, soft).item() == 0
+
+
+def test_compat_smp_equals_smp():
+    SmpMCCLoss = smp_mcc_module()
+    from softseg.compat.smp import MCCLoss as CompatMCCLoss
+
+    g = torch.Generator().manual_seed(9)
+    probs = torch.rand(3, 1, 5, 6, generator=g, dtype=torch.float64)
+    hard = (torch.rand(3, 1, 5, 6, generator=g) > 0.6).double()
+    soft = torch.rand(3, 1, 5, 6, generator=g, dtype=torch.float64)
+    for target in (hard, soft, hard[:, 0]):
+        expected, expected_grad = value_and_grad(SmpMCCLoss(), probs, target.reshape(probs.shape))
+        got, grad = value_and_grad(CompatMCCLoss(), probs if target.ndim == 4 else probs[:, 0], target)
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(grad.reshape(expected_grad.shape), expected_grad)
+    assert CompatMCCLoss(soft_label=True)(soft, soft).item() < 1e-4 < SmpMCCLoss()(soft, soft).item()
+    assert CompatMCCLoss(eps=0.0, soft_label=True)(soft, soft).item() == 0
+    assert CompatMCCLoss()(torch.zeros(0, 1, 4), torch.zeros(0, 1, 4)).item() == 0   # empty batch
+
+
+def test_compat_bad_input():
+    from softseg.compat.monai import MCCLoss as MonaiMCCLoss
+    from softseg.compat.smp import MCCLoss as SmpMCCLoss
+
+    with pytest.raises(ValueError, match=r"y_pred must hold values in \[0, 1\]"):
+        SmpMCCLoss()(torch.full((1, 1, 2), 2.0), torch.zeros(1, 1, 2))
+    with pytest.raises(ValueError, match="mode='binary' expects y_true with as many elements as y_pred"):
+        SmpMCCLoss()(torch.zeros(1, 1, 2), torch.zeros(1, 1, 3))
+    with pytest.raises(ValueError, match="eps must be >= 0.0; got -1.0"):
+        SmpMCCLoss(eps=-1.0)
+    with pytest.raises(TypeError, match="soft_label must be a bool; got str"):
+        SmpMCCLoss(soft_label="False")
+    with pytest.raises(ValueError, match="sigmoid=True, softmax=True and other_act are exclusive"):
+        MonaiMCCLoss(sigmoid=True, softmax=True)
+    with pytest.raises(ValueError, match=r"target of shape \(1, 2, 2\) does not match input of shape \(1, 3, 2\)"):
+        MonaiMCCLoss()(torch.zeros(1, 3, 2), torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum', 'none'; got 'batch'"):
+        MonaiMCCLoss(reduction="batch")

@@ -50,6 +50,7 @@ Convention (all classes):
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -68,7 +69,8 @@ from softseg._checks import (
 )
 from softseg.distributed import check_distributed_options, sync_statistics
 from softseg.losses.focal import binary_focal_terms, focal_modulation, softmax_focal_terms
-from softseg.scores import tversky_index
+from softseg.losses.mcc import true_negatives
+from softseg.scores import matthews_correlation, tversky_index
 from softseg.statistics import RegionStatistics, accumulation_dtype, product_statistics, region_statistics
 
 __all__ = [
@@ -78,6 +80,7 @@ __all__ = [
     "FocalLoss",
     "GeneralizedDiceFocalLoss",
     "GeneralizedDiceLoss",
+    "MCCLoss",
     "MaskedDiceLoss",
     "TverskyLoss",
 ]
@@ -727,6 +730,80 @@ class GeneralizedDiceLoss(_RegionLoss):
             pooled, alpha=0.5, beta=0.5, smooth=self.smooth_nr / 2, smooth_denominator=self.smooth_dr / 2
         )
         return _reduce(self._unpooled(loss), self.reduction, input.ndim - 2)
+
+
+class MCCLoss(_RegionLoss):
+    r"""Drop-in for ``monai.losses.MCCLoss`` (Abhishek and Hamarneh 2021, MONAI 1.6) on :mod:`softseg.losses.mcc`.
+
+    .. math::
+
+        \ell_{bc} = 1 - \frac{tp\, tn - fp\, fn + s_{nr}}{\sqrt{(tp + fp)(tp + fn)(tn + fp)(tn + fn) + s_{dr}}},
+        \qquad tn = n - tp - fp - fn
+
+    per (image, class), pooled over the batch with ``batch=True``; 0 where fp = fn = 0 (MONAI's rule for a
+    perfect prediction). tp, fp, fn in MONAI's product form (``soft_label=False``, its only form:
+    tn = sum (1 - x)(1 - y)) or softseg's min/max form (``soft_label=True``, tn = sum min(1 - x, 1 - y)),
+    which is 0 at a soft target; both are MONAI's values on hard labels.
+
+    Convention:
+        - Arguments, order and defaults: MONAI 1.6's, then ``soft_label`` (not in MONAI) and the keyword-only
+          ``distributed``, ``process_group``. ``reduction="none"``: (B, C) (with ``batch=True``: (C,)).
+        - As :class:`DiceLoss` otherwise (no ``weight``, no ``ignore_index``; index targets with
+          ``to_onehot_y=True`` are not one-hot encoded), with its differences from MONAI.
+
+    Example:
+        >>> probs = torch.tensor([[[0.9, 0.6, 0.2, 0.0]]])       # (B=1, C=1, N=4)
+        >>> target = torch.tensor([[[1.0, 0.5, 0.0, 0.0]]])
+        >>> MCCLoss(smooth_dr=0)(probs, target)                  # products: tn = 0 + 0.2 + 0.8 + 1 = 2
+        tensor(0.4124)
+        >>> MCCLoss(smooth_dr=0, soft_label=True)(probs, target) # min/max: tn = 0 + 0.4 + 0.8 + 1 = 2.2
+        tensor(0.2035)
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        reduction: str = "mean",
+        smooth_nr: float = 0.0,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        soft_label: bool = False,
+        *,
+        distributed: bool = False,
+        process_group: torch.distributed.ProcessGroup | None = None,
+    ) -> None:
+        super().__init__(
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            reduction=reduction,
+            batch=batch,
+            soft_label=soft_label,
+            distributed=distributed,
+            process_group=process_group,
+        )
+        self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        input = _check_input(input)
+        probs, prepared = self._prepare(input, target, None)
+        stats = self._region_statistics(probs, prepared, squared_pred=False, ignore_index=None)
+        # Every pixel counts (MONAI's MCC has no ignore_index): n per image, summed like the statistics.
+        rows = torch.full((input.shape[0], stats.tp.shape[1]), float(math.prod(input.shape[2:])), device=input.device,
+                          dtype=stats.tp.dtype)
+        counts = _sync(RegionStatistics(rows, *(torch.zeros_like(rows),) * 3), self)
+        counts = counts.sum_images().tp if self.batch else counts.tp
+        score = matthews_correlation(
+            stats.tp, stats.fp, stats.fn, true_negatives(stats, counts),
+            smooth_numerator=self.smooth_nr, smooth_denominator=self.smooth_dr,
+        )
+        return _reduce(self._unpooled(1 - score), self.reduction)
 
 
 # ---- focal and compound losses ----------------------------------------------------------------------------

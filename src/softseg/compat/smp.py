@@ -55,8 +55,9 @@ from softseg._checks import (
 from softseg.aggregation import aggregate
 from softseg.distributed import check_distributed_options, sync_statistics
 from softseg.losses.focal import binary_focal_terms, focal_modulation
-from softseg.scores import tversky_index
-from softseg.statistics import RegionStatistics, accumulation_dtype, region_statistics
+from softseg.losses.mcc import true_negatives
+from softseg.scores import matthews_correlation, tversky_index
+from softseg.statistics import RegionStatistics, accumulation_dtype, product_statistics, region_statistics
 
 __all__ = [
     "BINARY_MODE",
@@ -65,6 +66,7 @@ __all__ = [
     "DiceLoss",
     "FocalLoss",
     "JaccardLoss",
+    "MCCLoss",
     "SoftBCEWithLogitsLoss",
     "SoftCrossEntropyLoss",
     "TverskyLoss",
@@ -589,3 +591,70 @@ class SoftCrossEntropyLoss(nn.Module):
         elif self.reduction == "sum":
             nll, smooth = nll.sum(), smooth.sum()
         return (1 - self.smooth_factor) * nll + self.smooth_factor / y_pred.shape[dim] * smooth
+
+
+class MCCLoss(nn.Module):
+    r"""Drop-in for ``segmentation_models_pytorch.losses.MCCLoss`` (smp 0.6), on :mod:`softseg.losses.mcc`.
+
+    .. math::
+
+        \ell = 1 - \frac{tp'\, tn' - fp'\, fn'}{\sqrt{(tp' + fp')(tp' + fn')(tn' + fp')(tn' + fn')}},\qquad
+        tp' = tp + \epsilon,\ \dots,\quad tn = n - tp - fp - fn
+
+    over the whole batch (smp's binary MCC: one score). tp, fp, fn in smp's product form
+    (``soft_label=False``, its only form: tn = sum (1 - x)(1 - y)) or softseg's min/max form
+    (``soft_label=True``, tn = sum min(1 - x, 1 - y)), which is 0 at a soft target up to ``eps``; equal on
+    hard labels.
+
+    Convention:
+        - Arguments: smp 0.6's ``(eps=1e-5)``, then ``soft_label`` (not in smp) and the keyword-only
+          ``distributed``, ``process_group`` (statistics summed over the process group, as the other losses).
+        - ``y_pred``: probabilities in [0, 1] (checked; smp applies no activation), (B, \*spatial) or
+          (B, 1, \*spatial); ``y_true``: targets in [0, 1] with as many elements.
+        - Differences from smp: ``ValueError`` for values outside [0, 1] or mismatched sizes; with ``eps=0``
+          a perfect prediction gives 0 instead of NaN; an empty batch gives 0.
+
+    Example:
+        >>> y_pred = torch.tensor([[0.9, 0.6, 0.2, 0.0]])
+        >>> y_true = torch.tensor([[1.0, 0.5, 0.0, 0.0]])
+        >>> MCCLoss(eps=0.0)(y_pred, y_true)                    # products: tn = 2
+        tensor(0.4124)
+        >>> MCCLoss(eps=0.0, soft_label=True)(y_pred, y_true)   # min/max: tn = 2.2
+        tensor(0.2035)
+    """
+
+    def __init__(
+        self,
+        eps: float = 1e-5,
+        soft_label: bool = False,
+        *,
+        distributed: bool = False,
+        process_group: torch.distributed.ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.eps = check_number("eps", eps, minimum=0.0)
+        if not isinstance(soft_label, bool):
+            raise TypeError(f"soft_label must be a bool; got {type(soft_label).__name__}")
+        self.soft_label = soft_label
+        check_distributed_options(distributed, process_group)
+        self.distributed, self.process_group = distributed, process_group
+
+    def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
+        y_pred, y_true = _check_pair(y_pred, y_true, BINARY_MODE)
+        check_unit_interval("y_pred", y_pred)
+        check_unit_interval("y_true", y_true)
+        batch, pixels = y_pred.shape[0], math.prod(y_pred.shape[1:])  # explicit: reshape(0, 1, -1) is ambiguous
+        probs = y_pred.reshape(batch, 1, pixels)
+        target = _as_float_target(y_true, probs).reshape(batch, 1, pixels)
+        statistics = region_statistics if self.soft_label else product_statistics
+        rows = statistics(probs, target)
+        counts = torch.full_like(rows.tp, float(probs.shape[2]))
+        pooled = (rows, RegionStatistics(counts, *(torch.zeros_like(counts),) * 3))
+        if self.distributed:
+            pooled = tuple(sync_statistics(p, levels=("global",), process_group=self.process_group) for p in pooled)
+        else:
+            pooled = tuple(p.sum_images() for p in pooled)
+        stats, counts = pooled[0], pooled[1].tp
+        tn = true_negatives(stats, counts)
+        score = matthews_correlation(*(count + self.eps for count in (stats.tp, stats.fp, stats.fn, tn)))
+        return torch.where(counts > 0, 1 - score, 0).reshape(())  # an empty batch: 0, as softseg's losses

@@ -29,6 +29,28 @@ from softseg.scores import matthews_correlation
 from softseg.statistics import RegionStatistics, counted_pixels, logit_statistics
 
 
+def true_negatives(stats: RegionStatistics, counts: Tensor) -> Tensor:
+    r"""The true negatives of every entry: tn = n - tp - fp - fn, from the statistics and the pixel counts.
+
+    .. math::
+
+        tn = n - \sum \max(x, y) = \sum \min(1 - x, 1 - y)\ \text{(min/max statistics)},\qquad
+        tn = \sum (1 - x)(1 - y)\ \text{(product statistics)}
+
+    Convention:
+        ``stats`` (rows, C) from the engine (:func:`softseg.statistics.region_statistics`, or
+        :func:`softseg.statistics.product_statistics` for the peers' legacy form); ``counts`` n, the counted
+        pixels (:func:`softseg.statistics.counted_pixels`), broadcastable to them. Clamped at 0 against
+        rounding.
+
+    Example:
+        >>> stats = RegionStatistics(*(torch.tensor([[v]]) for v in (3.0, 1.0, 1.0, 1.0)))
+        >>> true_negatives(stats, torch.tensor([[10.0]]))
+        tensor([[5.]])
+    """
+    return (counts - stats.tp - stats.fp - stats.fn).clamp_min(0)
+
+
 def mcc_from_statistics(stats: RegionStatistics, counts: Tensor) -> Tensor:
     r"""1 - MCC of every entry, from the region statistics and the number of counted pixels.
 
@@ -46,11 +68,9 @@ def mcc_from_statistics(stats: RegionStatistics, counts: Tensor) -> Tensor:
         >>> mcc_from_statistics(stats, torch.tensor([[10.0]]))     # tn = 5: 1 - 14 / 24
         tensor([[0.4167]])
     """
-    positive = counts > 0
-    scale = torch.where(positive, counts, 1)
-    tp, fp, fn = (s / scale for s in stats[:3])
-    tn = (torch.where(positive, 1.0, 0.0) - tp - fp - fn).clamp_min(0)
-    return 1 - matthews_correlation(tp, fp, fn, tn)
+    scale = torch.where(counts > 0, counts, 1)
+    counts4 = (stats.tp, stats.fp, stats.fn, true_negatives(stats, counts))
+    return 1 - matthews_correlation(*(count / scale for count in counts4))
 
 
 def mcc_loss(
