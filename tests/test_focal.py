@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+from softseg.losses.compound import DiceCELoss, region_ce_loss
 from softseg.losses.focal import FocalLoss, focal_loss
+from softseg.losses.region import dice_loss
 
 
 def torchvision_sigmoid_focal(logits, target, gamma, alpha):
@@ -399,3 +401,17 @@ def test_empty_batch_gives_zero_and_zero_gradient(activation, target_kind):
     loss.backward()
     assert loss.item() == 0
     assert logits.grad.shape == (0, 3, 4, 4)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_compound_losses_use_the_soft_correct_focal_term(activation):
+    g = torch.Generator().manual_seed(8)
+    soft = (torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64) * 2).softmax(1)
+    start = soft.log() if activation == "softmax" else torch.logit(soft)
+    options = dict(ce="focal", focal_gamma=2.0, activation=activation)
+    assert region_ce_loss(start, soft, **options).item() < 1e-6          # both terms 0 at the target
+    logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        DiceCELoss(lambda_ce=0.5, **options)(logits, soft),
+        dice_loss(logits, soft, activation=activation) + 0.5 * focal_loss(logits, soft, activation=activation),
+    )
