@@ -253,3 +253,23 @@ def test_bad_use():
         per_class(logits, labels)
     with pytest.raises(ValueError, match="term 'f' must return a scalar tensor; got float"):
         CompoundLoss(f=lambda z, t: 1.0)(logits, labels)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: softseg.GeneralizedDiceLoss(aggregation="image"),
+        lambda: softseg.MCCLoss(active_classes="present"),
+        lambda: softseg.FocalLoss(gamma=1.5),
+        lambda: CompoundLoss(ce=torch.nn.CrossEntropyLoss(), dice=softseg.DiceLoss(), weights={"ce": 0.5}),
+    ],
+)
+def test_torch_compile_gives_the_same_values_and_gradients(make):
+    logits, labels, soft = data(10)
+    loss = make()
+    compiled = torch.compile(loss, backend="aot_eager")
+    for target in (labels, soft):
+        expected, expected_grad = value_and_grad(loss, logits, target)
+        got, grad = value_and_grad(compiled, logits, target)
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(grad, expected_grad)
