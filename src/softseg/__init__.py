@@ -18,7 +18,7 @@ import importlib
 from softseg._checks import set_value_checks, value_checks_enabled
 from softseg.activation import activate
 from softseg.aggregation import aggregate
-from softseg import schedules
+from softseg import schedules  # softseg.schedules.linear(...) for CompoundLoss weights; not in __all__ (a module)
 from softseg.losses import (
     CompoundLoss,
     DeepSupervisionLoss,
@@ -76,7 +76,6 @@ __all__ = [
     "logit_statistics",
     "region_ce_loss",
     "region_statistics",
-    "schedules",
     "tversky_index",
     "tversky_loss",
     "set_value_checks",

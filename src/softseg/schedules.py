@@ -14,6 +14,11 @@ with s(u) = u (:func:`linear`), (1 - cos(pi u)) / 2 (:func:`cosine`), or the geo
 start (end / start)^u (:func:`exponential`, start and end > 0). :func:`step` is piecewise constant and
 :func:`constant` never changes. The counter is whatever the caller advances: optimisation steps or epochs.
 
+Convention:
+    Every schedule is called with an int step t >= 0 and returns a float; ``start``, ``end`` and the values
+    are finite numbers, ``steps`` >= 1 and ``begin`` >= 0 ints (``TypeError``/``ValueError`` naming the
+    argument otherwise). Schedules are immutable; their repr is the call that builds them.
+
 Example:
     >>> from softseg import schedules
     >>> ramp = schedules.linear(0.0, 1.0, steps=4)
