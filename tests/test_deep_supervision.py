@@ -159,6 +159,15 @@ def test_soft_targets_and_gradients():
     assert torch.autograd.gradcheck(lambda a, b: loss([a, b], soft), tuple(outputs))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_close_to_float32(dtype):
+    outputs, labels = outputs_and_labels(8, size=16)
+    loss = DeepSupervisionLoss(softseg.DiceLoss(), weights="same")
+    low = loss([o.to(dtype) for o in outputs], labels)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, loss([o.float() for o in outputs], labels), rtol=1e-2, atol=1e-3)
+
+
 def test_single_tensor_empty_batch_and_default_loss():
     outputs, labels = outputs_and_labels(6)
     torch.testing.assert_close(DeepSupervisionLoss()(outputs[0], labels), softseg.DiceCELoss()(outputs[0], labels))
