@@ -205,6 +205,8 @@ def test_bad_input():
     with pytest.raises(TypeError, match="ignore_index must be an int or None; got str"):
         DeepSupervisionLoss(ignore_index="255")
     loss = DeepSupervisionLoss(softseg.DiceLoss(), weights=[1.0, 0.5, 0.25])
+    with pytest.raises(ValueError, match="ignore_index=255 applies to class-index targets; got a float target"):
+        DeepSupervisionLoss(ignore_index=255)(outputs, torch.rand(2, 3, 8, 8))
     with pytest.raises(ValueError, match="weights has 3 values but there are 2 outputs"):
         loss(outputs, labels)
     with pytest.raises(TypeError, match="outputs must be a tensor or a non-empty sequence of tensors"):

@@ -209,6 +209,11 @@ class DeepSupervisionLoss(nn.Module):
             )
         outputs = [check_tensor(f"outputs[{i}]", output) for i, output in enumerate(outputs)]
         check_tensor("target", target)
+        if self.ignore_index is not None and target.is_floating_point():
+            raise ValueError(
+                f"ignore_index={self.ignore_index} applies to class-index targets; got a float target of shape "
+                f"{tuple(target.shape)} (class probabilities have no label to ignore)"
+            )
         if isinstance(self.weights, str):
             weights = deep_supervision_weights(len(outputs), self.weights)
         elif len(self.weights) != len(outputs):
