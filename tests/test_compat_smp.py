@@ -490,3 +490,10 @@ def test_missing_peer_class_says_where_to_get_it():
         from softseg.compat.smp import LovaszLoss  # noqa: F401
     with pytest.raises(AttributeError, match="has no attribute 'NotALoss'"):
         ours.NotALoss  # noqa: B018
+
+
+def test_tversky_gamma_below_one_has_a_finite_gradient_at_zero_loss():
+    # smp: d(loss ** 0.5) at loss 0 is NaN; here 0.
+    probs = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    value, grad = _value_and_grad(ours.TverskyLoss("multiclass", gamma=0.5, from_logits=False), probs, torch.tensor([[0, 1]]))
+    assert value.item() == 0 and torch.equal(grad, torch.zeros_like(grad))

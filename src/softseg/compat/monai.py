@@ -24,11 +24,20 @@ Where MONAI is weak, these classes do better (each is listed in the class docstr
 - integer or bool one-hot targets work with ``soft_label=True`` (MONAI crashes in ``vector_norm``);
 - index targets with ``to_onehot_y=True`` are not expanded into a dense one-hot for the Dice, Tversky and
   generalised Dice terms (the focal terms are per (pixel, class), so they are dense anyway);
-- bad input raises ValueError/TypeError with a clear message where MONAI raises AssertionError;
-  float class indices are checked to be whole numbers instead of being truncated by ``.long()``;
-- an empty class with ``smooth_dr=0`` gives loss 0 instead of NaN;
+- bad input raises ValueError/TypeError with a clear message; a shape mismatch raises
+  :class:`~softseg.compat._arguments.ShapeMismatchError`, both a ValueError and the AssertionError MONAI
+  raises; float class indices are checked to be whole numbers instead of being truncated by ``.long()``;
+  bool flags must be bools (``'False'`` is refused), Tversky and focal ``alpha`` must lie in [0, 1], weight
+  sequences are checked entry by entry, and a target, mask or weight tensor on another device is named;
+- an empty class with ``smooth_dr=0`` and an empty batch give loss 0 instead of NaN;
+- a NaN or inf logit at a pixel left out by ``ignore_index`` or a mask is selected out before the activation:
+  it reaches neither the value nor the gradient (MONAI multiplies it by 0, which gives NaN);
 - MaskedDiceLoss with ``to_onehot_y=True`` leaves masked pixels out of every class (MONAI multiplies the
   labels by the mask, so masked pixels count as background pixels with a zero prediction).
+
+Not supported: TorchScript (``torch.jit.script``). MONAI losses outside the soft-label overlap family
+(GeneralizedWassersteinDiceLoss, HausdorffDTLoss, SoftclDiceLoss, SoftDiceclDiceLoss) are not mirrored;
+importing one raises an ImportError that says to import it from ``monai.losses``.
 
 Convention (all classes):
     - ``input``: (B, C, \*spatial) logits or probabilities; activation by ``sigmoid``/``softmax``/``other_act``
