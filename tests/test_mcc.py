@@ -306,7 +306,7 @@ def test_compat_bad_input():
         SmpMCCLoss()(torch.zeros(1, 1, 2), torch.zeros(1, 1, 3))
     with pytest.raises(ValueError, match="eps must be >= 0.0; got -1.0"):
         SmpMCCLoss(eps=-1.0)
-    with pytest.raises(TypeError, match="soft_label must be a bool; got str"):
+    with pytest.raises(TypeError, match="soft_label must be a bool \\(True or False\\); got str 'False'"):
         SmpMCCLoss(soft_label="False")
     with pytest.raises(ValueError, match="sigmoid=True, softmax=True and other_act are exclusive"):
         MonaiMCCLoss(sigmoid=True, softmax=True)
