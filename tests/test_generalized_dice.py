@@ -95,6 +95,13 @@ def test_hand_value_with_an_absent_class():
     )
     torch.testing.assert_close(generalized_dice_weights(masses, "simple"), torch.tensor([[1 / 3, 1.0, 1.0], [0, 0, 0.0]]))
     torch.testing.assert_close(generalized_dice_weights(masses, "uniform"), torch.ones(2, 3))
+    # A mass whose weight overflows float32 (1 / (1e-30)^2) counts as absent, as MONAI's isinf rule.
+    tiny = torch.tensor([[2.0, 1e-30]])
+    torch.testing.assert_close(generalized_dice_weights(tiny, "square"), torch.tensor([[0.25, 0.25]]))
+    probs = torch.tensor([[[0.9, 0.6], [0.1, 0.4]]])
+    target = torch.tensor([[[1.0, 1.0], [1e-30, 0.0]]])
+    monai = monai_losses.GeneralizedDiceLoss(soft_label=True, smooth_nr=0.0, smooth_dr=0.0)(probs, target)
+    torch.testing.assert_close(generalized_dice_loss(probs, target, activation="none", aggregation="image"), monai)
 
 
 def test_weights_follow_the_aggregation():

@@ -90,6 +90,7 @@ from softseg.compat._arguments import (
 )
 from softseg.distributed import check_distributed_options, sync_statistics
 from softseg.losses.focal import binary_focal_terms, focal_modulation, softmax_focal_terms
+from softseg.losses.generalized_dice import generalized_dice_from_statistics, generalized_dice_weights
 from softseg.losses.mcc import true_negatives
 from softseg.scores import matthews_correlation, tversky_index
 from softseg.statistics import RegionStatistics, accumulation_dtype, product_statistics, region_statistics
@@ -739,7 +740,10 @@ class GeneralizedDiceLoss(_RegionLoss):
         w_c = 1 / |y_c|^2\ (\text{square}),\ 1 / |y_c|\ (\text{simple}),\ 1\ (\text{uniform})
 
     per image (or pooled over the batch with ``batch=True``); a class with an empty target gets the largest
-    weight of the other classes (MONAI's rule). tp, fp, fn in the product (``soft_label=False``) or min form.
+    weight of the other classes (MONAI's rule). tp, fp, fn in the product (``soft_label=False``) or min form;
+    the weights and the score are :func:`softseg.generalized_dice_loss`'s
+    (:func:`~softseg.losses.generalized_dice.generalized_dice_weights`,
+    :func:`~softseg.losses.generalized_dice.generalized_dice_from_statistics`).
 
     Convention:
         - Arguments, order and defaults: MONAI 1.6's. ``reduction="none"``: (B, 1, 1, ..., 1) (with
@@ -786,24 +790,14 @@ class GeneralizedDiceLoss(_RegionLoss):
         self.w_type = _choice("w_type", w_type, W_TYPES)
         self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
 
-    def _volume_weights(self, volume: Tensor) -> Tensor:
-        if self.w_type == "uniform":
-            return torch.ones_like(volume)
-        weights = torch.reciprocal(volume if self.w_type == "simple" else volume * volume)
-        empty = torch.isinf(weights)
-        weights = weights.masked_fill(empty, 0)
-        # An empty class takes the largest weight among the classes (of its image, or of the batch).
-        largest = weights.amax(-1, keepdim=True)
-        return weights + empty * largest
-
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         input = _check_input(input)
         probs, prepared = self._prepare(input, target, None)
         stats = self._region_statistics(probs, prepared, squared_pred=False, ignore_index=None)
-        weights = self._volume_weights((stats.tp + stats.fn).detach().float()).to(stats.tp)
-        pooled = RegionStatistics(*((s * weights).sum(1, keepdim=True) for s in stats[:3]), stats.target_max[:, :1])
-        loss = 1 - tversky_index(
-            pooled, alpha=0.5, beta=0.5, smooth=self.smooth_nr / 2, smooth_denominator=self.smooth_dr / 2
+        # MONAI computes the weights in float32 from the target's volumes.
+        weights = generalized_dice_weights((stats.tp + stats.fn).float(), self.w_type).to(stats.tp)
+        loss = generalized_dice_from_statistics(
+            stats, weights, smooth=self.smooth_nr, smooth_denominator=self.smooth_dr
         )
         return _reduce(self._unpooled(loss), self.reduction, input.ndim - 2)
 

@@ -37,7 +37,9 @@ def generalized_dice_weights(target_mass: Tensor, weighting: str) -> Tensor:
 
     A class absent from the target (|y_c| = 0) would get an infinite weight; it takes the largest weight
     of the present classes of the same row instead, as MONAI does, so false positives of an absent class
-    cost as much as those of the rarest present class. A row with no class present has all weights 0.
+    cost as much as those of the rarest present class. A mass so small that its weight overflows (1 / |y|^2
+    beyond the dtype's range) counts as absent too (MONAI's ``isinf`` rule). A row with no class present has
+    all weights 0.
 
     Convention:
         ``target_mass``: (rows, C), >= 0, no gradient needed (it is detached); ``weighting`` one of
@@ -50,11 +52,38 @@ def generalized_dice_weights(target_mass: Tensor, weighting: str) -> Tensor:
     mass = target_mass.detach()
     if weighting == "uniform":
         return torch.ones_like(mass)
-    present = mass > 0
-    safe = torch.where(present, mass, 1)
-    weights = torch.where(present, 1 / (safe * safe if weighting == "square" else safe), 0)
+    weights = torch.reciprocal(mass * mass if weighting == "square" else mass)
+    finite = torch.isfinite(weights)
+    weights = torch.where(finite, weights, 0)
     largest = weights.amax(1, keepdim=True) if weights.shape[1] else weights
-    return torch.where(present, weights, largest)
+    return torch.where(finite, weights, largest)
+
+
+def generalized_dice_from_statistics(
+    stats: RegionStatistics, weights: Tensor, *, smooth: float = 0.0, smooth_denominator: float | None = None
+) -> Tensor:
+    r"""The generalized Dice loss of every row of statistics, the classes pooled with ``weights``.
+
+    .. math::
+
+        \ell = 1 - \frac{2 \sum_c w_c\, tp_c + s}{\sum_c w_c\, (2\, tp_c + fp_c + fn_c) + s_d},\qquad s_d = s
+        \text{ unless given}
+
+    Convention:
+        ``stats`` (rows, C) and ``weights`` (rows, C) (:func:`generalized_dice_weights`); returns (rows, 1).
+        ``smooth_denominator`` exists for MONAI's separate ``smooth_nr``/``smooth_dr`` (with s_d != s the
+        loss at the target is not 0). Nothing pooled (all weights or statistics 0, s_d = 0): 0, finite
+        gradient.
+
+    Example:
+        >>> stats = RegionStatistics(*(torch.tensor([[v, 1.0]]) for v in (1.0, 0.5, 0.5, 1.0)))
+        >>> generalized_dice_from_statistics(stats, torch.tensor([[1.0, 0.0]]))    # 1 - 2 / 3
+        tensor([[0.3333]])
+    """
+    pooled = RegionStatistics(*((s * weights).sum(1, keepdim=True) for s in stats[:3]), stats.target_max[:, :1])
+    # 2 W tp + s over 2 W tp + W (fp + fn) + s_d is the Dice index of the weighted sums with s / 2, s_d / 2.
+    half_denominator = None if smooth_denominator is None else smooth_denominator / 2
+    return 1 - tversky_index(pooled, alpha=0.5, beta=0.5, smooth=smooth / 2, smooth_denominator=half_denominator)
 
 
 def generalized_dice_loss(
@@ -131,11 +160,7 @@ def generalized_dice_loss(
 
     def entry_loss(level_stats: RegionStatistics) -> Tensor:
         weights = generalized_dice_weights(level_stats.tp + level_stats.fn, weighting)
-        pooled = RegionStatistics(
-            *((s * weights).sum(1, keepdim=True) for s in level_stats[:3]), level_stats.target_max[:, :1]
-        )
-        # 2 W tp + s over 2 W tp + W (fp + fn) + s is the Dice index of the weighted sums with smoothing s / 2.
-        return 1 - tversky_index(pooled, alpha=0.5, beta=0.5, smooth=smooth / 2)
+        return generalized_dice_from_statistics(level_stats, weights, smooth=smooth)
 
     loss = aggregate(stats, entry_loss, aggregation=aggregation, reduction=reduction)
     return loss[:, 0] if reduction == "none" and aggregation == "image" else loss
