@@ -23,8 +23,9 @@ from softseg._checks import (
     check_tensor,
     target_kind,
 )
-from softseg.activation import Activation, activate
+from softseg.activation import Activation
 from softseg.aggregation import Aggregation
+from softseg.metrics._counted import activate_counted
 from softseg.metrics._region import (
     RegionScoreMetric,
     TverskyScoreMetric,
@@ -50,7 +51,8 @@ def _check_num_classes(num_classes: object) -> int:
 
 
 def _soft_statistics(probs, target, *, activation, norm, ignore_index, mask) -> RegionStatistics:
-    probs = activate(probs, activation)
+    # Excluded pixels are cleared before the activation: a NaN or inf there reaches no sum (_counted.py).
+    probs, target, *_ = activate_counted(probs, target, activation=activation, ignore_index=ignore_index, mask=mask)
     return region_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
 
 
@@ -330,7 +332,7 @@ def thresholded_dice_score(
         worst_q=None,
         include_background=include_background,
     )
-    probs = activate(probs, activation)
+    probs, target, *_ = activate_counted(probs, target, activation=activation, ignore_index=ignore_index, mask=mask)
     stats = thresholded_statistics(probs, target, thresholds=thresholds, ignore_index=ignore_index, mask=mask)
     stats, weight = keep_classes(stats, include_background, weight)
     return _score_thresholds(
@@ -495,7 +497,9 @@ class ThresholdedDiceScore(_ProbabilityScoreMetric):
         )
 
     def _statistics(self, probs: Tensor, target: Tensor, mask: Tensor | None = None) -> RegionStatistics:
-        probs = activate(probs, self.activation)
+        probs, target, *_ = activate_counted(
+            probs, target, activation=self.activation, ignore_index=self.ignore_index, mask=mask
+        )
         return thresholded_statistics(
             probs, target, thresholds=self.thresholds, ignore_index=self.ignore_index, mask=mask
         )
