@@ -115,7 +115,13 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
         for split in SPLITS:
             assert synced[split].keys() == single.keys()
             for name, value in single.items():
-                assert torch.allclose(synced[split][name], value, atol=1e-9), (split, rank, name, synced[split][name], value)
+                assert torch.allclose(synced[split][name], value, atol=1e-9), (
+                    split,
+                    rank,
+                    name,
+                    synced[split][name],
+                    value,
+                )
     # the comparison is not vacuous: one process over part of the data differs
     part = evaluate(slice(0, 3))
     assert not any(torch.allclose(part[name], single[name]) for name in single if not name.endswith("_bins"))

@@ -141,7 +141,9 @@ def test_hard_scores_of_argmax_with_nan_logits_at_ignored_pixels(score, aggregat
     ignored[0, :2] = True
     logits = logits.masked_fill(ignored.unsqueeze(1), float("nan"))
     preds = logits.argmax(1)  # whatever argmax makes of NaN, those pixels are ignored
-    result = score(preds, labels.masked_fill(ignored, IGNORE), num_classes=3, ignore_index=IGNORE, aggregation=aggregation)
+    result = score(
+        preds, labels.masked_fill(ignored, IGNORE), num_classes=3, ignore_index=IGNORE, aggregation=aggregation
+    )
     # Reference: per-(image, class) counts of the kept pixels by hand, then the means of the definition.
     alpha = 0.5 if score is dice_score else 1.0
     per_entry = torch.zeros(2, 3, dtype=torch.float64)

@@ -21,7 +21,14 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from softseg._checks import ACTIVATIONS, check_choice, check_ignore_index, check_labels, check_number, check_unit_interval
+from softseg._checks import (
+    ACTIVATIONS,
+    check_choice,
+    check_ignore_index,
+    check_labels,
+    check_number,
+    check_unit_interval,
+)
 from softseg.activation import Activation
 from softseg.metrics._counted import activate_counted
 
@@ -297,8 +304,9 @@ def expected_calibration_error(
         - ``binning``: ``"width"`` or ``"mass"`` (equal-mass from ``resolution`` fine bins).
         - ``aggregation``: ``"global"`` (all pixels of the batch in one histogram) or ``"image"`` (one error
           per image, then the mean over images).
-        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples.
-          No counted pixel gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
+        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples;
+          their values are never read (NaN or inf there changes nothing). No counted pixel, or an empty
+          batch, gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
 
     Example:
         >>> probs = torch.tensor([[[0.9, 0.6, 0.2], [0.1, 0.4, 0.8]]])   # (B=1, C=2, N=3)
@@ -354,8 +362,9 @@ def maximum_calibration_error(
         - ``binning``: ``"width"`` or ``"mass"`` (equal-mass from ``resolution`` fine bins).
         - ``aggregation``: ``"global"`` (all pixels of the batch in one histogram) or ``"image"`` (one error
           per image, then the mean over images).
-        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples.
-          No counted pixel gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
+        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples;
+          their values are never read (NaN or inf there changes nothing). No counted pixel, or an empty
+          batch, gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
 
     Example:
         >>> probs = torch.tensor([[[0.9, 0.6, 0.2], [0.1, 0.4, 0.8]]])
@@ -408,8 +417,9 @@ def adaptive_calibration_error(
         - ``binning``: ``"width"`` or ``"mass"`` (equal-mass from ``resolution`` fine bins).
         - ``aggregation``: ``"global"`` (all pixels of the batch in one histogram) or ``"image"`` (one error
           per image, then the mean over images).
-        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples.
-          No counted pixel gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
+        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples;
+          their values are never read (NaN or inf there changes nothing). No counted pixel, or an empty
+          batch, gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
 
     Example:
         >>> probs = torch.tensor([[[0.9, 0.6, 0.2, 0.3], [0.1, 0.4, 0.8, 0.7]]])
@@ -673,7 +683,8 @@ def brier_score(
         - ``probs`` (B, C, \*spatial) probabilities (``activation="none"``); ``target`` class indices or
           probabilities (B, C, \*spatial).
         - ``aggregation``: ``"global"`` (mean over all counted pixels) or ``"image"`` (per-image mean, then
-          mean over images). Ignored pixels (``ignore_index``, ``mask``) are left out; none counted gives 0.
+          mean over images). Ignored pixels (``ignore_index``, ``mask``) are left out, their values never
+          read (NaN or inf there changes nothing); none counted (or B = 0) gives 0.
 
     Example:
         >>> probs = torch.tensor([[[0.9, 0.6], [0.1, 0.4]]])

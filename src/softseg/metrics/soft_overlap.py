@@ -135,7 +135,8 @@ def soft_dice_score(
           ``"sigmoid"`` to pass logits).
         - ``target``: class indices (B, \*spatial) / (B, 1, \*spatial) of an integer dtype, or class
           probabilities (B, C, \*spatial) of a float dtype in [0, 1].
-        - ``ignore_index`` (index targets) and ``mask`` (bool, True = counts) leave pixels out of every sum.
+        - ``ignore_index`` (index targets) and ``mask`` (bool, True = counts) leave pixels out of every sum;
+          their values are never read (NaN or inf there changes nothing). An empty batch gives 0.
         - ``aggregation``, ``active_classes``, ``empty``, ``worst_q``, ``weight``, ``reduction``: as
           :func:`softseg.metrics.dice_score` (``empty="skip"`` leaves out entries with no mass in
           prediction and target; nothing active gives 0).
@@ -312,9 +313,10 @@ def thresholded_dice_score(
           high thresholds are often empty); ``empty="skip"`` leaves such entries out.
         - ``aggregation``: ``"image"`` by default (one score per case, then the mean over cases, as QUBIQ),
           or ``"global"``/``"class"``; per threshold, then the mean over thresholds.
-        - ``ignore_index`` / ``mask`` leave pixels out; ``reduction="none"`` gives the per-class (global)
-          or per-(image, class) scores averaged over thresholds. A threshold with nothing active (possible
-          only with ``empty="skip"``) contributes 0 to the mean over thresholds.
+        - ``ignore_index`` / ``mask`` leave pixels out (NaN or inf there changes nothing);
+          ``reduction="none"`` gives the per-class (global) or per-(image, class) scores averaged over
+          thresholds. A threshold with nothing active (possible only with ``empty="skip"``) contributes 0
+          to the mean over thresholds.
 
     Example:
         >>> target = torch.tensor([[[0.0, 1/3, 2/3, 1.0]]])      # mean of 3 raters, (B=1, C=1, N=4)
