@@ -17,7 +17,7 @@ from softseg._checks import TargetKind, check_ignore_index, check_input, check_m
 from softseg.activation import activate
 
 
-def counted_pixels(
+def counted_entries(
     input: Tensor, target: Tensor, kind: TargetKind, *, ignore_index: int | None, mask: Tensor | None
 ) -> Tensor | None:
     """Bool (B, 1, \\*spatial) or (B, C, \\*spatial) of counted entries; None when every pixel counts.
@@ -67,7 +67,7 @@ def activate_counted(
     """Check ``input``, ``target``, ``ignore_index`` and ``mask``, clear the excluded values, then activate.
 
     Returns the probabilities, the target (dense values cleared where excluded), its kind, the counted
-    entries (:func:`counted_pixels`) and the checked mask (with a channel dimension). The range check of
+    entries (:func:`counted_entries`) and the checked mask (with a channel dimension). The range check of
     ``activation="none"`` runs after the clearing, so it reads counted pixels only.
     """
     input = check_input(input)
@@ -76,6 +76,6 @@ def activate_counted(
     if ignore_index is not None and kind == "dense":
         raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
     mask = None if mask is None else check_mask(mask, input)
-    counted = counted_pixels(input, target, kind, ignore_index=ignore_index, mask=mask)
+    counted = counted_entries(input, target, kind, ignore_index=ignore_index, mask=mask)
     input, target = clear_excluded(input, target, kind, counted, activation=activation)
     return CountedInput(activate(input, activation), target, kind, counted, mask)
