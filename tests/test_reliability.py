@@ -213,19 +213,16 @@ value(
     "excluded/compat_smp_DiceLoss/ignore_index_nan",
     lambda: with_gradient(compat_smp.DiceLoss("multiclass", ignore_index=IGNORE), poisoned(X, NAN), IGNORED_LABELS),
     lambda: kept_call(compat_smp.DiceLoss("multiclass"), poisoned(X, NAN), LABELS),
-    branch="compat",
 )
 value(
     "excluded/compat_smp_JaccardLoss/ignore_index_inf",
     lambda: with_gradient(compat_smp.JaccardLoss("multiclass", ignore_index=IGNORE), poisoned(X, INF), IGNORED_LABELS),
     lambda: kept_call(compat_smp.JaccardLoss("multiclass"), poisoned(X, INF), LABELS),
-    branch="compat",
 )
 value(
     "excluded/compat_smp_FocalLoss/ignore_index_nan",
     lambda: with_gradient(compat_smp.FocalLoss("multiclass", ignore_index=IGNORE), poisoned(X, NAN), IGNORED_LABELS),
     lambda: kept_call(compat_smp.FocalLoss("multiclass"), poisoned(X, NAN), LABELS),
-    branch="compat",
 )
 
 
@@ -242,7 +239,6 @@ value(
     "excluded/compat_smp_SoftCrossEntropyLoss/ignore_index_nan",
     lambda: with_gradient(compat_smp.SoftCrossEntropyLoss(ignore_index=IGNORE), poisoned(X, NAN), IGNORED_LABELS),
     lambda: _smp_soft_ce_reference(poisoned(X, NAN), LABELS, KEEP),
-    branch="compat",
 )
 value(
     "excluded/compat_monai_MaskedDiceLoss/mask_nan",
@@ -257,7 +253,6 @@ value(
         poisoned(X, NAN),
         LABELS,
     ),
-    branch="compat",
 )
 
 # Metrics: ignored/masked pixels hold NaN or inf; references on the kept pixels (float64, torchmetrics rules).
@@ -385,7 +380,6 @@ for cls in (
             EMPTY_LOGITS, EMPTY_INDEX, **({"mask": EMPTY_INDEX > 0} if c is compat_monai.MaskedDiceLoss else {})
         ),
         lambda: torch.zeros(()),
-        branch="compat",
     )
 for cls in (compat_smp.DiceLoss, compat_smp.JaccardLoss, compat_smp.TverskyLoss, compat_smp.FocalLoss):
     value(
@@ -397,13 +391,11 @@ value(
     "empty_batch/compat_smp_SoftCrossEntropyLoss",
     lambda: compat_smp.SoftCrossEntropyLoss()(EMPTY_LOGITS, EMPTY_INDEX[:, 0]),
     lambda: torch.zeros(()),
-    branch="compat",
 )
 value(
     "empty_batch/compat_smp_SoftBCEWithLogitsLoss",
     lambda: compat_smp.SoftBCEWithLogitsLoss()(EMPTY_LOGITS, EMPTY_LOGITS.detach()),
     lambda: torch.zeros(()),
-    branch="compat",
 )
 for name, fn in {
     "dice_loss": dice_loss,
@@ -426,56 +418,56 @@ for name, run, kind, match, branch in (
         lambda: compat_smp.SoftCrossEntropyLoss(dim=5)(X, LABELS),
         (ValueError, IndexError),
         r"\bdim\b",
-        "compat",
+        None,
     ),
     (
         "compat_smp_DiceLoss/classes_float",
         lambda: compat_smp.DiceLoss("multiclass", classes=[1.7])(X, LABELS),
         (TypeError, ValueError),
         r"classes",
-        "compat",
+        None,
     ),
     (
         "compat_monai_DiceLoss/sigmoid_string_False",
         lambda: compat_monai.DiceLoss(sigmoid="False")(X, SOFT),
         TypeError,
         r"sigmoid",
-        "compat",
+        None,
     ),
     (
         "compat_monai_DiceLoss/softmax_string_True",
         lambda: compat_monai.DiceLoss(softmax="True")(X, SOFT),
         TypeError,
         r"softmax",
-        "compat",
+        None,
     ),
     (
         "compat_smp_DiceLoss/from_logits_string_False",
         lambda: compat_smp.DiceLoss("multiclass", from_logits="False")(X, LABELS),
         TypeError,
         r"from_logits",
-        "compat",
+        None,
     ),
     (
         "compat_monai_TverskyLoss/alpha_2.0",
         lambda: compat_monai.TverskyLoss(alpha=2.0, softmax=True, to_onehot_y=True)(X, LABELS.unsqueeze(1)),
         ValueError,
         r"alpha",
-        "compat",
+        None,
     ),
     (
         "compat_monai_TverskyLoss/alpha_-1.0",
         lambda: compat_monai.TverskyLoss(alpha=-1.0, softmax=True, to_onehot_y=True)(X, LABELS.unsqueeze(1)),
         ValueError,
         r"alpha",
-        "compat",
+        None,
     ),
     (
         "compat_monai_FocalLoss/alpha_2",
         lambda: compat_monai.FocalLoss(alpha=2.0, to_onehot_y=True)(X, LABELS.unsqueeze(1)),
         ValueError,
         r"alpha",
-        "compat",
+        None,
     ),
     ("dice_loss/log_loss_string", lambda: dice_loss(X, LABELS, log_loss="False"), TypeError, r"log_loss", None),
     (
@@ -694,7 +686,7 @@ for name, run, argument, branch in (
         "compat_monai_DiceLoss/target",
         lambda: compat_monai.DiceLoss(to_onehot_y=True, softmax=True)(X, META_LABELS.unsqueeze(1)),
         "target",
-        "compat or surface",
+        None,
     ),
     ("compat_smp_DiceLoss/target", lambda: compat_smp.DiceLoss("multiclass")(X, META_LABELS), "target", "surface"),
 ):
@@ -772,7 +764,7 @@ for name, run, kind, match, branch in (
         lambda: compat_smp.DiceLoss("multiclass", classes=["a"])(X, LABELS),
         TypeError,
         r"classes\[0\]",
-        "compat",
+        None,
     ),
     ("dice_loss/weight_nan_entry", lambda: dice_loss(X, LABELS, weight=[1, NAN, 1]), ValueError, r"weight", None),
     (
