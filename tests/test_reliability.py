@@ -672,6 +672,7 @@ error(
 META_LABELS = torch.zeros(2, 4, 5, dtype=torch.long, device="meta")
 META_MASK = torch.ones(2, 4, 5, dtype=torch.bool, device="meta")
 DEVICE = r"(meta.*cpu|cpu.*meta)"
+WIRING = "surface (its check_device, then called in metrics/labels)"
 for name, run, argument, branch in (
     ("dice_loss/target", lambda: dice_loss(X, META_LABELS), "target", "surface"),
     ("dice_loss/mask", lambda: dice_loss(X, LABELS, mask=META_MASK), "mask", "surface"),
@@ -681,7 +682,20 @@ for name, run, argument, branch in (
     ("region_statistics/target", lambda: region_statistics(P, META_LABELS), "target", "surface"),
     ("soft_dice_score/mask", lambda: soft_dice_score(P, SOFT, mask=META_MASK), "mask", "surface"),
     ("expected_calibration_error/target", lambda: expected_calibration_error(P, META_LABELS), "target", "surface"),
-    ("dice_score/target", lambda: dice_score(LABELS, META_LABELS, num_classes=3), "target", "surface"),
+    # The next three need surface's shared device check, then one call each in metrics/labels (see the report).
+    ("dice_score/target", lambda: dice_score(LABELS, META_LABELS, num_classes=3), "target", WIRING),
+    (
+        "soft_dice_score/weight",
+        lambda: soft_dice_score(P, SOFT, weight=torch.ones(3, device="meta")),
+        "weight",
+        WIRING,
+    ),
+    (
+        "distillation_target/labels",
+        lambda: distillation_target(X, labels=META_LABELS, label_weight=0.5),
+        "labels",
+        WIRING,
+    ),
     (
         "compat_monai_DiceLoss/target",
         lambda: compat_monai.DiceLoss(to_onehot_y=True, softmax=True)(X, META_LABELS.unsqueeze(1)),
