@@ -72,6 +72,7 @@ from softseg.metrics import (
     soft_dice_score,
     soft_jaccard_score,
     thresholded_dice_score,
+    thresholded_statistics,
 )
 
 F64 = torch.float64
@@ -640,6 +641,34 @@ def _compute_quietly(metric):
 for name, (make, batch) in METRIC_CLASSES.items():
     value(f"empty_batch/{name}/update", lambda m=make, b=batch: _metric_class_row(m(), *b), zero)
     value(f"empty_batch/{name}/no_update", lambda m=make: _compute_quietly(m()), zero)
+
+value(
+    "empty_batch/thresholded_statistics",
+    lambda: thresholded_statistics(E_PROBS, E_PROBS, thresholds=(0.2, 0.7)),
+    lambda: (torch.zeros(0, 2, 3),) * 4,
+)
+value(
+    "empty_batch/CalibrationError/reliability",
+    lambda: (lambda m: (m.update(E_PROBS, E_LABELS), m.reliability()[:3])[1])(CalibrationError(n_bins=2)),
+    lambda: (torch.zeros(2),) * 3,
+)
+# A zero-size spatial dimension: no pixel at all, the same results as nothing counted.
+Z_PROBS, Z_LABELS = torch.zeros(2, 3, 0, 4), torch.zeros(2, 0, 4, dtype=torch.long)
+for name, run, expect in (
+    ("expected_calibration_error", lambda: expected_calibration_error(Z_PROBS, Z_LABELS), zero),
+    (
+        "maximum_calibration_error_image",
+        lambda: maximum_calibration_error(Z_PROBS, Z_LABELS, aggregation="image"),
+        zero,
+    ),
+    ("negative_log_likelihood_image", lambda: negative_log_likelihood(Z_PROBS, Z_PROBS, aggregation="image"), zero),
+    ("soft_dice_score", lambda: soft_dice_score(Z_PROBS, Z_PROBS), zero),
+    ("dice_score_image", lambda: dice_score(Z_LABELS, Z_LABELS, num_classes=3, aggregation="image"), zero),
+    ("thresholded_dice_score_empty_one", lambda: thresholded_dice_score(Z_PROBS, Z_PROBS), lambda: torch.ones(())),
+    ("label_smoothing", lambda: label_smoothing(Z_LABELS, 3), lambda: torch.zeros(2, 3, 0, 4)),
+    ("distance_smoothing", lambda: distance_smoothing(Z_LABELS, 3), lambda: torch.zeros(2, 3, 0, 4)),
+):
+    value(f"zero_size_dimension/{name}", run, expect)
 
 E_MASKS = torch.zeros(0, 3, 4, 4, dtype=torch.long)
 for name, run, shape in (
