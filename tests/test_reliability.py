@@ -1225,6 +1225,13 @@ COMMAND_CASES = [
         branch="surface",
     ),
     CommandCase(
+        "audit/seed_negative",
+        lambda tmp: ["audit", "softseg.DiceLoss", "--seed", "-1", "--quiet"],
+        2,
+        r"--seed",
+        branch="surface",
+    ),
+    CommandCase(
         "audit/classes_one", lambda tmp: ["audit", "softseg.DiceLoss", "--classes", "1"], 2, r"--classes must be >= 2"
     ),
     CommandCase(
