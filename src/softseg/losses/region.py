@@ -193,7 +193,9 @@ def _loss_in_kernels(
     if not include_background and input.shape[1] < 2:  # the torch tail raises the error for it
         return None
     first_class = 0 if include_background else 1
-    class_weight = check_weight(weight, input.shape[1] - first_class, include_background=include_background)
+    class_weight = check_weight(
+        weight, input.shape[1] - first_class, include_background=include_background, device=input.device
+    )
     if class_weight is not None:
         class_weight = class_weight.to(device=input.device, dtype=torch.float32).contiguous()
     options = RegionLossOptions(
@@ -255,7 +257,7 @@ def loss_from_statistics(
         stats = RegionStatistics(*(s[:, 1:] for s in stats))
     if distributed:
         stats = sync_statistics(stats, levels=parse_aggregation(aggregation), process_group=process_group)
-    weight = check_weight(weight, stats.tp.shape[1], include_background=include_background)
+    weight = check_weight(weight, stats.tp.shape[1], include_background=include_background, device=stats.tp.device)
 
     def entry_loss(entry_stats: RegionStatistics) -> Tensor:
         index = tversky_index(entry_stats, alpha=alpha, beta=beta, smooth=smooth)
