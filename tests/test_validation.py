@@ -189,6 +189,10 @@ def test_bad_mask(mask, error, pattern):
         ({"aggregation": {"image": -1.0}}, ValueError, r"aggregation\['image'\] must be >= 0.0; got -1.0"),
         ({"aggregation": {"image": 0.0}}, ValueError, r"aggregation weights must not all be zero"),
         ({"aggregation": {}}, TypeError, r"aggregation must be .* or a non-empty mapping.*; got \{\}"),
+        ({"aggregation": {"image": None}}, TypeError, r"aggregation\['image'\] must be a real number; got NoneType"),
+        ({"aggregation": {"image": "0.5"}}, TypeError, r"aggregation\['image'\] must be a real number; got str"),
+        ({"aggregation": {"class": float("nan")}}, ValueError, r"aggregation\['class'\] must be finite; got nan"),
+        ({"aggregation": {1: 0.5}}, ValueError, r"aggregation key must be one of 'global', 'image', 'class'; got 1"),
         ({"aggregation": 3}, TypeError, r"aggregation must be 'global', 'image', 'class' or .*; got 3"),
         ({"active_classes": "some"}, ValueError, r"active_classes must be one of 'all', 'present'; got 'some'"),
         ({"presence_threshold": -0.5}, ValueError, r"presence_threshold must be >= 0.0; got -0.5"),
@@ -613,3 +617,9 @@ def test_compat_weight_buffer_changed_after_construction_is_checked_at_the_next_
     buffer.data.copy_(torch.tensor([1.0, -5.0, 1.0]))
     with pytest.raises(ValueError, match=r"weight\[1\] must be >= 0.0; got -5.0"):
         loss(logits, labels)
+
+
+def test_numpy_scalars_are_numbers():
+    expected = dice_loss(LOGITS, LABELS, smooth=0.5, gamma=2.0)
+    torch.testing.assert_close(dice_loss(LOGITS, LABELS, smooth=np.float32(0.5), gamma=np.int64(2)), expected)
+    _raises(TypeError, r"smooth must be a real number; got bool_?", dice_loss, LOGITS, LABELS, smooth=np.bool_(True))
