@@ -235,25 +235,91 @@ def test_bad_tversky_weights(alpha, beta, error, pattern):
 
 def test_unknown_option_is_a_type_error():
     for fn in (dice_loss, jaccard_loss, tversky_loss):
-        _raises(TypeError, r"unexpected keyword argument 'smoothing'", fn, LOGITS, LABELS, smoothing=1.0)
+        pattern = rf"{fn.__name__}\(\) got an unexpected keyword argument 'smoothing'; did you mean 'smooth'\?"
+        _raises(TypeError, pattern, fn, LOGITS, LABELS, smoothing=1.0)
     for module in (DiceLoss, JaccardLoss, TverskyLoss):
-        _raises(TypeError, r"unexpected keyword argument 'smoothing'", module, smoothing=1.0)
+        pattern = rf"{module.__name__}\(\) got an unexpected keyword argument 'smoothing'; did you mean 'smooth'\?"
+        _raises(TypeError, pattern, module, smoothing=1.0)
 
 
-def test_options_are_keyword_only():
-    with pytest.raises(TypeError, match=r"positional argument"):
-        tversky_loss(LOGITS, LABELS, 0.3, 0.7)
-    with pytest.raises(TypeError, match=r"positional argument"):
-        TverskyLoss(0.3, 0.7)
+@pytest.mark.parametrize(
+    ("make", "pattern"),
+    [
+        (lambda: DiceLoss(smoth=1), r"^DiceLoss\(\) got an unexpected keyword argument 'smoth'; did you mean 'smooth'\?$"),
+        (lambda: softseg.DiceCELoss(lamda_ce=1), r"^DiceCELoss\(\) .* 'lamda_ce'; did you mean 'lambda_ce'\?$"),
+        (lambda: softseg.RegionCELoss(regoin="dice"), r"^RegionCELoss\(\) .* 'regoin'; did you mean 'region'\?$"),
+        (lambda: softseg.FocalLoss(gama=1.0), r"^FocalLoss\(\) .* 'gama'; did you mean 'gamma'\?$"),
+        (lambda: softseg.dice_ce_loss(LOGITS, LABELS, ignore=255), r"^dice_ce_loss\(\) .* 'ignore'; did you mean 'ignore_index'\?$"),
+        (lambda: JaccardLoss(zzz=1), r"^JaccardLoss\(\) .* 'zzz'; its options: activation, smooth, norm, gamma, .*process_group$"),
+    ],
+)
+def test_a_typo_blames_the_class_or_function_called_and_suggests_the_option(make, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("callable_", "general"),
+    [
+        (dice_loss, tversky_loss),
+        (jaccard_loss, tversky_loss),
+        (DiceLoss, tversky_loss),
+        (JaccardLoss, tversky_loss),
+        (TverskyLoss, tversky_loss),
+        (tversky_loss, tversky_loss),
+        (softseg.dice_ce_loss, softseg.region_ce_loss),
+        (softseg.DiceCELoss, softseg.region_ce_loss),
+        (softseg.RegionCELoss, softseg.region_ce_loss),
+        (softseg.region_ce_loss, softseg.region_ce_loss),
+    ],
+)
+def test_every_option_is_in_the_signature_keyword_only_with_a_default_and_a_type(callable_, general):
+    import inspect
+
+    parameters = {p.name: p for p in inspect.signature(callable_).parameters.values()}
+    assert not [p for p in parameters.values() if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]  # no **options
+    options = {name: p for name, p in parameters.items() if name not in ("input", "target")}
+    for option in options.values():
+        assert option.kind == option.KEYWORD_ONLY, option
+        assert option.default is not option.empty and option.annotation is not option.empty, option
+    # A specialised loss or a module keeps every option of the general function with the same default
+    # and type, except those it fixes (and mask, which a module takes in forward).
+    left_out = {"alpha", "beta", "region", "mask"}
+    general_options = {p.name: p for p in inspect.signature(general).parameters.values()}
+    general_options = {name: p for name, p in general_options.items() if name not in ("input", "target")}
+    assert set(general_options) - left_out == set(options) - left_out
+    for name in set(options) - left_out:
+        assert (options[name].default, options[name].annotation) == (
+            general_options[name].default, general_options[name].annotation), name
 
 
 @pytest.mark.parametrize("fixed", ["alpha", "beta"])
 def test_dice_and_jaccard_fix_alpha_and_beta(fixed):
     for fn, name in ((dice_loss, "dice_loss"), (jaccard_loss, "jaccard_loss")):
-        pattern = rf"{name} fixes alpha and beta; got {fixed} \(use tversky_loss"
+        pattern = rf"{name}\(\) got an unexpected keyword argument '{fixed}'; {name} fixes alpha = beta = .* \(tversky_loss"
         _raises(TypeError, pattern, fn, LOGITS, LABELS, **{fixed: 0.3})
     for module, name in ((DiceLoss, "DiceLoss"), (JaccardLoss, "JaccardLoss")):
-        _raises(TypeError, rf"{name} fixes alpha and beta; got {fixed}", module, **{fixed: 0.3})
+        _raises(TypeError, rf"{name}\(\) got .* '{fixed}'; {name} fixes alpha = beta = .* \(TverskyLoss", module,
+                **{fixed: 0.3})
+
+
+def test_specialised_losses_equal_the_general_one_with_every_option():
+    options = dict(activation="softmax", smooth=0.5, norm=2, gamma=2.0, log_loss=True, weight=[1.0, 2.0],
+                   include_background=False, aggregation="image", active_classes="present",
+                   presence_threshold=0.2, ignore_index=7, reduction="sum")
+    logits, labels = torch.randn(2, 3, 5), torch.tensor([[0, 1, 2, 7, 1], [2, 2, 0, 1, 7]])
+    for specialised, alpha in ((dice_loss, 0.5), (jaccard_loss, 1.0)):
+        expected = tversky_loss(logits, labels, alpha=alpha, beta=alpha, **options)
+        torch.testing.assert_close(specialised(logits, labels, **options), expected)
+    modules = {DiceLoss: 0.5, JaccardLoss: 1.0}
+    for module, alpha in modules.items():
+        expected = TverskyLoss(alpha=alpha, beta=alpha, **options)(logits, labels)
+        torch.testing.assert_close(module(**options)(logits, labels), expected)
+    compound = dict(options, lambda_ce=0.5, lambda_region=2.0)
+    del compound["reduction"]
+    expected = softseg.region_ce_loss(logits, labels, region="dice", **compound)
+    torch.testing.assert_close(softseg.dice_ce_loss(logits, labels, **compound), expected)
+    torch.testing.assert_close(softseg.DiceCELoss(**compound)(logits, labels), expected)
 
 
 def test_include_background_false_with_one_channel():

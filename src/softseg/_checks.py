@@ -6,15 +6,20 @@ with a message that names the argument, what was seen and what was expected.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
 
 TargetKind = Literal["index", "dense"]
+Reduction = Literal["mean", "sum", "none"]
+ActiveClasses = Literal["all", "present"]
 
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 REDUCTIONS = ("mean", "sum", "none")
@@ -96,6 +101,57 @@ def value_checks_enabled() -> bool:
 
 def _skip_value_checks() -> bool:
     return not _VALUE_CHECKS or _compiling()
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def explain_unexpected_keywords(fixed: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Decorator: a keyword the callable does not take is a ``TypeError`` that names it and helps.
+
+    The message names the callable (a class for its ``__init__``) and adds the closest option
+    (``DiceLoss(smoth=1)``: did you mean 'smooth'?) or, for a keyword in ``fixed``, its explanation. The
+    check runs only when the call fails, so a working call costs one frame.
+
+    Convention:
+        - ``fixed``: {keyword: why the callable does not take it}, e.g. options a specialised loss fixes.
+        - Wraps with ``functools.wraps``: ``inspect.signature`` and ``help`` show the callable's own signature.
+
+    Example:
+        >>> @explain_unexpected_keywords()
+        ... def loss(input, *, smooth=0.0, gamma=1.0):
+        ...     return input
+        >>> loss(1, smoth=2)
+        Traceback (most recent call last):
+        ...
+        TypeError: loss() got an unexpected keyword argument 'smoth'; did you mean 'smooth'?
+    """
+    fixed = dict(fixed or {})
+
+    def decorate(function: F) -> F:
+        parameters = inspect.signature(function).parameters
+        keywords = [name for name, p in parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        options = [name for name, p in parameters.items() if p.kind == p.KEYWORD_ONLY]
+        if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+            return function  # takes any keyword: nothing is unexpected
+        owner = function.__qualname__.removesuffix(".__init__")
+
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except TypeError:
+                unknown = [name for name in kwargs if name not in keywords]
+                if not unknown:
+                    raise
+            name = unknown[0]
+            close = difflib.get_close_matches(name, [k for k in keywords if k != "self"], n=1)
+            hint = fixed.get(name) or (f"did you mean {close[0]!r}?" if close else f"its options: {', '.join(options)}")
+            raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}; {hint}")
+
+        return call  # type: ignore[return-value]
+
+    return decorate
 
 
 def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
