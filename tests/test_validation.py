@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import softseg
 import softseg.compat.monai
+import softseg.compat.smp
 
 from softseg import (
     DiceLoss,
@@ -673,15 +674,22 @@ def test_value_checks_switch_call_and_block():
         lambda: softseg.compat.monai.DiceLoss(softmax=True, to_onehot_y=True, weight=[1.0, 2.0, 1.0]),
         lambda: softseg.compat.monai.DiceCELoss(softmax=True, to_onehot_y=True, weight=torch.tensor([1.0, 2.0, 1.0])),
         lambda: softseg.compat.monai.FocalLoss(to_onehot_y=True, weight=[1.0, 2.0, 1.0]),
+        lambda: softseg.compat.smp.DiceLoss("multiclass", class_weights=[1.0, 2.0, 1.0]),
+        lambda: softseg.compat.smp.TverskyLoss("multiclass", class_weights=[1.0, 2.0, 1.0]),
     ],
 )
-def test_compat_weight_buffer_changed_after_construction_is_checked_at_the_next_call(make):
+def test_compat_weight_changed_after_construction_is_checked_at_the_next_call(make):
     loss = make()
-    logits, labels = torch.randn(1, 3, 4), torch.tensor([[[0, 1, 2, 1]]])
+    smp = isinstance(getattr(loss, "class_weights", None), torch.Tensor)
+    logits = torch.randn(1, 3, 4)
+    labels = torch.tensor([[0, 1, 2, 1]]) if smp else torch.tensor([[[0, 1, 2, 1]]])
     assert torch.isfinite(loss(logits, labels))
-    buffer = next(b for name, b in loss.named_buffers() if name.endswith("class_weight"))
-    buffer.data.copy_(torch.tensor([1.0, -5.0, 1.0]))
-    with pytest.raises(ValueError, match=r"weight\[1\] must be >= 0.0; got -5.0"):
+    if smp:  # smp keeps class_weights as a plain attribute
+        weights = loss.class_weights
+    else:
+        weights = next(b for name, b in loss.named_buffers() if name.endswith("class_weight"))
+    weights.data.copy_(torch.tensor([1.0, -5.0, 1.0]))
+    with pytest.raises(ValueError, match=r"weight(s)?\[1\] must be >= 0.0; got -5.0"):
         loss(logits, labels)
 
 
