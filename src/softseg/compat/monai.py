@@ -76,6 +76,7 @@ from softseg._checks import (
     check_labels,
     check_number,
     check_tensor,
+    check_weight_values,
 )
 from softseg.compat._arguments import (
     ShapeMismatchError,
@@ -189,6 +190,7 @@ def _tensor_options(**options: object) -> frozenset[str]:
 
 
 def _check_weight_length(weight: Tensor, classes: int, include_background: bool, name: str = "weight") -> None:
+    check_weight_values(name, weight)  # at every call: the buffer may have been written since construction
     if weight.ndim == 1 and weight.shape[0] != classes:
         note = " (include_background=False: leave out class 0)" if not include_background else ""
         raise ValueError(f"{name} must have one value per class, {classes}{note}; got {weight.shape[0]}")

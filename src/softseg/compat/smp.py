@@ -53,6 +53,7 @@ from softseg._checks import (
     check_number,
     check_tensor,
     check_unit_interval,
+    check_weight_values,
 )
 from softseg.compat._arguments import (
     ShapeMismatchError,
@@ -166,6 +167,7 @@ def _class_weights(class_weights: object, mode: str) -> Tensor | None:
 
 
 def _check_weight_count(weights: Tensor, channels: int) -> None:
+    check_weight_values("class_weights", weights)  # at every call: the tensor may have been written since
     if weights.shape[0] != channels:
         raise ValueError(f"class_weights must have one weight per channel of y_pred, {channels}; got {weights.shape[0]}")
 
