@@ -161,17 +161,48 @@ def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
         raise ValueError(f"{name} must be one of {options}; got {value!r}")
 
 
+def _describe(value: object) -> str:
+    """A value's type and a short repr, for messages (a long repr is cut)."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
 def check_number(
-    name: str, value: object, *, minimum: float | None = None, strict: bool = False
+    name: str,
+    value: object,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict: bool = False,
 ) -> float:
+    """A finite real number (numpy scalars too, never a bool) in the given bounds; returns it as a float.
+
+    Convention:
+        - ``minimum`` and ``maximum`` are inclusive, None for open; ``strict`` makes ``minimum`` exclusive.
+        - Not a real number: ``TypeError``; NaN, an infinity or out of bounds: ``ValueError``, each naming
+          ``name``, the value seen and the bounds.
+
+    Example:
+        >>> check_number("alpha", 0.25, minimum=0.0, maximum=1.0)
+        0.25
+        >>> check_number("alpha", 1.5, minimum=0.0, maximum=1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: alpha must lie in [0, 1]; got 1.5
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars are real numbers
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+        raise TypeError(f"{name} must be a real number; got {_describe(value)}")
     value = float(value)
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{name} must be finite; got {value}")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        bound = ">" if strict else ">="
-        raise ValueError(f"{name} must be {bound} {minimum}; got {value}")
+    below = minimum is not None and (value <= minimum if strict else value < minimum)
+    above = maximum is not None and value > maximum
+    if (below or above) and minimum is not None and maximum is not None:
+        raise ValueError(f"{name} must lie in {'(' if strict else '['}{minimum:g}, {maximum:g}]; got {value}")
+    if below:
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}; got {value}")
+    if above:
+        raise ValueError(f"{name} must be <= {maximum}; got {value}")
     return value
 
 
@@ -285,22 +316,38 @@ def check_mask(mask: object, input: Tensor) -> Tensor:
     )
 
 
-def check_device(name: str, value: Tensor, device: torch.device, *, note: str = "") -> None:
-    """``value`` must be on ``device`` (the input's): nothing is copied between devices behind the user's back."""
+def check_device(
+    name: str, value: Tensor, device: torch.device, *, note: str = "", reference: str = "input"
+) -> None:
+    """``value`` must be on ``device`` (``reference``'s): nothing is copied between devices behind the user's back.
+
+    Convention:
+        A ``ValueError`` naming ``name``, both devices and ``reference`` (the argument ``device`` belongs to).
+
+    Example:
+        >>> check_device("target", torch.zeros(1, device="meta"), torch.device("cpu"))
+        Traceback (most recent call last):
+        ...
+        ValueError: target is on device meta but input is on device cpu; expected both on one device (move target with .to('cpu'))
+    """
     if value.device != device:
         raise ValueError(
-            f"{name} is on device {value.device} but input is on device {device}; expected both on one device "
+            f"{name} is on device {value.device} but {reference} is on device {device}; expected both on one device "
             f"(move {name}{note} with .to({str(device)!r}))"
         )
 
 
-def check_number_sequence(name: str, value: object, *, minimum: float | None = None) -> list[float]:
-    """A 1-D sequence of real numbers (list, tuple, 1-D numpy array), checked entry by entry.
+def check_number_sequence(
+    name: str, value: object, *, minimum: float | None = None, maximum: float | None = None
+) -> list[float]:
+    """A 1-D sequence of real numbers (list, tuple, 1-D numpy array or tensor), checked entry by entry.
 
     Convention:
         - An entry that is not a real number (``None``, a string, a bool, a nested list) is a ``TypeError``
-          naming ``name[i]``; a NaN, an infinity or a value below ``minimum`` is a ``ValueError`` naming it.
-        - numpy arrays and numpy scalars are numbers; a numpy array must be 1-D. Returns Python floats.
+          naming ``name[i]``; a NaN, an infinity or a value outside [``minimum``, ``maximum``] (None: open)
+          is a ``ValueError`` naming it (:func:`check_number`).
+        - numpy arrays, numpy scalars and tensors hold numbers; an array or tensor must be 1-D, a tensor
+          must not be on the ``meta`` device (it has no values to check). Returns Python floats.
 
     Example:
         >>> check_number_sequence("weight", [1, 0.5])
@@ -308,20 +355,22 @@ def check_number_sequence(name: str, value: object, *, minimum: float | None = N
         >>> check_number_sequence("weight", [1, None, 2])
         Traceback (most recent call last):
         ...
-        TypeError: weight[1] must be a real number; got NoneType
+        TypeError: weight[1] must be a real number; got NoneType None
     """
     if isinstance(value, (str, bytes, Mapping)):
         raise TypeError(f"{name} must be a sequence of numbers; got {type(value).__name__}")
-    if not isinstance(value, Tensor) and hasattr(value, "__array__") and hasattr(value, "tolist"):
+    if hasattr(value, "__array__") and hasattr(value, "tolist"):  # numpy arrays and tensors
         shape = tuple(getattr(value, "shape", ()))
         if len(shape) != 1:
             raise ValueError(f"{name} must be 1-D; got an array of shape {shape}")
+        if isinstance(value, Tensor) and value.device.type == "meta":
+            raise ValueError(f"{name} must hold values; got a tensor on the meta device")
         entries = value.tolist()  # numpy scalars become Python numbers (bools stay bools: rejected below)
     elif isinstance(value, Sequence):
         entries = list(value)
     else:
         raise TypeError(f"{name} must be a sequence of numbers; got {type(value).__name__}")
-    return [check_number(f"{name}[{i}]", entry, minimum=minimum) for i, entry in enumerate(entries)]
+    return [check_number(f"{name}[{i}]", entry, minimum=minimum, maximum=maximum) for i, entry in enumerate(entries)]
 
 
 def check_weight(

@@ -70,7 +70,9 @@ def keep_classes(
 ) -> tuple[RegionStatistics, Tensor | None]:
     """The statistics of the kept classes (class 0 dropped unless ``include_background``) and their weights."""
     stats = drop_background(stats, include_background)
-    return stats, check_weight(weight, stats.tp.shape[-1], include_background=include_background)
+    return stats, check_weight(
+        weight, stats.tp.shape[-1], include_background=include_background, device=stats.tp.device
+    )
 
 
 def _with_activity(
