@@ -5,6 +5,7 @@
 - ``softseg audit LOSS [--kwargs JSON] [LOSS ...]``: check importable losses for soft-label correctness
   (:mod:`softseg.cli.audit`); exit status 1 when one fails.
 - ``softseg bench ...``: the performance benchmark, arguments forwarded (:mod:`softseg.cli.bench`).
+- ``softseg nnunet {train,predict,ext-path} ...``: nnU-Net v2 with softseg's trainers (:mod:`softseg.cli.nnunet`).
 
 Exit status: 0 success, 1 an audited loss failed, 2 bad arguments or data (a message, no traceback).
 """
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         'ce'
     """
     try:
-        from softseg.cli import audit, bench, compare
+        from softseg.cli import audit, bench, compare, nnunet
     except ImportError as error:
         if error.name not in CLI_EXTRA:
             raise
@@ -48,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segmentation losses that stay correct for soft labels: compare, audit and benchmark them.",
         allow_abbrev=False,
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="{compare,audit,bench}", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="{compare,audit,bench,nnunet}", required=True)
     compare.add_parser(subparsers)
     audit.add_parser(subparsers)
     bench.add_parser(subparsers)
+    nnunet.add_parser(subparsers)
     return parser
 
 
@@ -67,8 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["audit", "softseg.DiceLoss", "--kwargs", "{\\"activation\\": \\"softmax\\"}", "--quiet"])
         0
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["nnunet"]:  # before the parser, which imports every other subcommand (seconds, matplotlib)
+        from softseg.cli import nnunet
+
+        return nnunet.run(argparse.Namespace(arguments=argv[1:]))
     parser = build_parser()
-    args, extras = parser.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    args, extras = parser.parse_known_args(argv)
     if args.command == "audit":
         args.extras = extras  # loss names with their --kwargs, in order (see softseg.cli.audit)
     elif args.command == "bench":
