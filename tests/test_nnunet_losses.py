@@ -192,13 +192,17 @@ def test_area_region_target_averages_over_counted_pixels_and_marks_empty_cells_i
 @pytest.mark.parametrize("ddp", [False, True])
 @pytest.mark.parametrize("compile", [False, True])
 def test_deep_supervision_weights_and_compilation_follow_nnunet(ddp, compile):
-    for cls in (trainers.nnUNetTrainerSoftsegDiceCE, trainers.nnUNetTrainerSoftsegTverskyCE_nearestDS):
+    class CompiledLoss(trainers.nnUNetTrainerSoftsegDiceCE):
+        compile_loss = True
+
+    for cls in (trainers.nnUNetTrainerSoftsegDiceCE, trainers.nnUNetTrainerSoftsegTverskyCE_nearestDS, CompiledLoss):
         loss = _trainer(cls, ddp=ddp, compile=compile)._build_loss()
         reference = _trainer(nnUNetTrainer, ddp=ddp, compile=compile)._build_loss()
         assert loss.weight_factors == pytest.approx(reference.weight_factors)
         assert (loss.weight_factors[-1] > 0) == (ddp and not compile)  # nnU-Net's 1e-6 for DDP without compile
-        assert isinstance(loss.loss, torch._dynamo.eval_frame.OptimizedModule) == compile
-        inner = loss.loss._orig_mod if compile else loss.loss
+        compiled = compile and cls is CompiledLoss  # only with compile_loss, and only where nnU-Net compiles
+        assert isinstance(loss.loss, torch._dynamo.eval_frame.OptimizedModule) == compiled
+        inner = loss.loss._orig_mod if compiled else loss.loss
         assert inner.options["distributed"] == ddp  # batch Dice over the ranks only under DDP
 
 
@@ -243,6 +247,12 @@ def test_bad_class_attribute_names_it():
 
     with pytest.raises(ValueError, match="lambda_ce must be >= 0.0; got -1.0"):
         _trainer(Negative)._build_loss()
+
+    class Truthy(trainers.nnUNetTrainerSoftsegDiceCE):
+        compile_loss = "False"
+
+    with pytest.raises(TypeError, match="compile_loss must be a bool; got str"):
+        _trainer(Truthy)._build_loss()
 
 
 # ----------------------------------------------------------------------------------------------------------

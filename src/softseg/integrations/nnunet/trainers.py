@@ -11,7 +11,12 @@ checkpoints, inference) is nnU-Net's. The loss mirrors what nnU-Net's ``_build_l
 - under DDP with batch Dice, the statistics summed over all ranks (``distributed=True``), with the gradient
   rule of nnU-Net's ``AllGatherGrad``;
 - the deep-supervision weights nnU-Net's own ``_build_loss`` gives (1/2^k normalised, the lowest output
-  0, or 1e-6 under DDP without torch.compile), and torch.compile exactly where nnU-Net compiles.
+  0, or 1e-6 under DDP without torch.compile).
+
+nnU-Net compiles its Dice term where it compiles the network (CUDA by default, ``nnUNet_compile``). The
+Softseg trainers compile the network there too, but not the loss unless ``compile_loss = True``: softseg's
+loss is already fused (Triton kernels on CUDA), and those kernels under torch.compile are untested.
+With ``compile_loss = True`` the loss is compiled exactly where nnU-Net compiles its own.
 
 What differs: softseg's region term (tp = sum min(p, y), correct for soft targets, equal to nnU-Net's
 on hard ones) and, by default, deep-supervision targets averaged from the full-resolution target on the
@@ -51,8 +56,9 @@ class nnUNetTrainerSoftsegBase(nnUNetTrainer):
     Class attributes (a subclass changes the recipe; nnU-Net instantiates trainers by name, so there are
     no constructor options): ``region`` (``"dice"``, ``"jaccard"``, ``"tversky"``), ``alpha``/``beta``
     (Tversky's false-positive/false-negative weights), ``lambda_region``, ``lambda_ce``, ``smooth``
-    (default 5e-6, nnU-Net's 1e-5 on its 2 tp scale), ``ds_targets``. This base class is Dice + CE; it is
-    not re-exported for ``-tr``, use the named trainers.
+    (default 5e-6, nnU-Net's 1e-5 on its 2 tp scale), ``ds_targets``, ``compile_loss`` (default False; True
+    compiles the loss where nnU-Net compiles its own). This base class is Dice + CE; it is not
+    re-exported for ``-tr``, use the named trainers.
 
     Convention:
         - Everything but ``_build_loss`` is nnU-Net's ``nnUNetTrainer`` (constructor signature included).
@@ -72,9 +78,12 @@ class nnUNetTrainerSoftsegBase(nnUNetTrainer):
     lambda_ce: ClassVar[float] = 1.0
     smooth: ClassVar[float] = NNUNET_SMOOTH
     ds_targets: ClassVar[str] = "area"
+    compile_loss: ClassVar[bool] = False
 
     def _build_loss(self) -> nn.Module:
         check_choice("ds_targets", self.ds_targets, DS_TARGETS)
+        if not isinstance(self.compile_loss, bool):
+            raise TypeError(f"compile_loss must be a bool; got {type(self.compile_loss).__name__}")
         batch_dice = bool(self.configuration_manager.batch_dice)
         loss: nn.Module = NNUNetRegionCELoss(
             region=self.region,
@@ -88,7 +97,7 @@ class nnUNetTrainerSoftsegBase(nnUNetTrainer):
             ignore_label=self.label_manager.ignore_label,
             distributed=self.is_ddp and batch_dice,  # nnU-Net gathers only for batch Dice
         )
-        if self._do_i_compile():
+        if self.compile_loss and self._do_i_compile():
             loss = torch.compile(loss)
         # nnU-Net's own _build_loss decides the deep-supervision weights (its DDP special case included).
         nnunet_loss = super()._build_loss()
