@@ -10,5 +10,6 @@ bash "$root/scripts/setup_nnunet.sh"
 cd "$root"
 venv="${SOFTSEG_NNUNET_VENV:-$root/.venv-nnunet}"
 exec "$venv/bin/python" -m pytest -n 2 --dist loadfile -q \
-    tests/test_nnunet_losses.py tests/test_nnunet_commands.py tests/test_nnunet_end_to_end.py \
+    tests/test_nnunet_per_scale.py tests/test_nnunet_losses.py tests/test_nnunet_commands.py \
+    tests/test_nnunet_end_to_end.py \
     src/softseg/integrations src/softseg/cli/nnunet.py "$@"

@@ -176,19 +176,6 @@ def test_area_targets_keep_a_structure_that_nearest_targets_lose():
     torch.testing.assert_close(soft.sum(1), torch.ones(1, 4, 4))
 
 
-def test_area_region_target_averages_over_counted_pixels_and_marks_empty_cells_ignored():
-    # 2 regions + ignore channel, (B=1, 3, 2, 4): cell 0 has one ignored pixel, cell 1 only ignored pixels.
-    whole = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
-    core = torch.tensor([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
-    ignored = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]], dtype=torch.bool)
-    target = torch.stack((whole, core, ignored))[None]
-    soft = area_target(target, (1, 2), num_classes=2, region_based=True, ignore_label=3)
-    expected = torch.tensor([[[[2 / 3, 0.0]], [[1 / 3, 0.0]], [[0.0, 1.0]]]])
-    torch.testing.assert_close(soft, expected)
-    with pytest.raises(ValueError, match=r"a region target for 3 regions plus the ignore channel must have 4 channels; got shape \(1, 3, 2, 4\)"):
-        area_target(target, (1, 2), num_classes=3, region_based=True, ignore_label=3)
-
-
 @pytest.mark.parametrize("ddp", [False, True])
 @pytest.mark.parametrize("compile", [False, True])
 def test_deep_supervision_weights_and_compilation_follow_nnunet(ddp, compile):
