@@ -17,6 +17,7 @@ Empty cases (an (image, class) with tp + fp + fn = 0, i.e. absent from predictio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -84,8 +85,8 @@ def confusion_statistics(
             f"preds and target must have the same shape (B, *spatial); got {tuple(preds.shape)} and {tuple(target.shape)}"
         )
     check_ignore_index(ignore_index)
-    batch = preds.shape[0]
-    flat_preds, flat_target = preds.reshape(batch, -1).long(), target.reshape(batch, -1).long()
+    batch, pixels = preds.shape[0], math.prod(preds.shape[1:])  # explicit: reshape(0, -1) is ambiguous
+    flat_preds, flat_target = preds.reshape(batch, pixels).long(), target.reshape(batch, pixels).long()
     valid = None if ignore_index is None else flat_target != ignore_index
     check_labels(flat_target, num_classes, valid, ignore_index)
     try:
