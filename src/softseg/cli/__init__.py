@@ -5,6 +5,7 @@
 - ``softseg audit LOSS [--kwargs JSON] [LOSS ...]``: check importable losses for soft-label correctness
   (:mod:`softseg.cli.audit`); exit status 1 when one fails.
 - ``softseg bench ...``: the performance benchmark, arguments forwarded (:mod:`softseg.cli.bench`).
+- ``softseg nnunet {train,predict,ext-path} ...``: nnU-Net v2 with softseg's trainers (:mod:`softseg.cli.nnunet`).
 
 Also ``python -m softseg ...``. Only the subcommand that runs is imported (``softseg --help`` imports
 none). Exit status: 0 success, 1 an audited loss failed (or a library the subcommand needs is missing),
@@ -26,6 +27,7 @@ SUBCOMMANDS = {
     "compare": ("softseg.cli.compare", "train a small network with several losses on multi-rater data and report how each did"),
     "audit": ("softseg.cli.audit", "check importable losses for soft-label correctness (exit 1 when one fails)"),
     "bench": ("softseg.cli.bench", "time softseg's losses against cross-entropy and their peers"),
+    "nnunet": ("softseg.cli.nnunet", "nnU-Net v2 with softseg's trainers: train, predict, ext-path (softseg nnunet -h)"),
 }
 CLI_EXTRA = ("rich", "matplotlib", "PIL", "nibabel")  # top-level modules of the cli extra's packages
 EXTRA_INSTALL = "pip install 'softseg[cli]'"
@@ -87,7 +89,7 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
         epilog="`softseg COMMAND --help` lists a command's options.",
         allow_abbrev=False,
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="{compare,audit,bench}", required=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}", required=True)
     for name, (_, summary) in SUBCOMMANDS.items():
         if name in commands:
             _load(name).add_parser(subparsers)
@@ -142,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: list[str], command: str | None) -> int:
+    if command == "nnunet":  # every argument after it is nnU-Net's (its own -h too)
+        return _load(command).run(argparse.Namespace(arguments=argv[argv.index(command) + 1 :]))
     parser = build_parser([command] if command else [])
     args, extras = parser.parse_known_args(argv)
     if args.command == "audit":
