@@ -468,7 +468,7 @@ def test_more_bad_input_messages():
         (lambda: ours.DiceLoss(weight="abc"), TypeError, "weight must be a number, a sequence of numbers or a tensor"),
         (lambda: ours.DiceLoss(weight=[[1.0]]), TypeError, r"weight\[0\] must be a real number; got list \[1.0\]"),
             (lambda: ours.DiceLoss(weight=torch.ones(1, 3)), ValueError, "weight must be a number or 1-D, one value per class"),
-        (lambda: ours.FocalLoss(alpha=[0.5, -0.5]), ValueError, r"alpha\[1\] must lie in \[0.0, 1.0\]; got -0.5"),
+        (lambda: ours.FocalLoss(alpha=[0.5, -0.5]), ValueError, r"alpha\[1\] must lie in \[0, 1\]; got -0.5"),
         (lambda: ours.DiceCELoss(weight=[1.0, 2.0, 3.0]), TypeError, "weight must be a tensor or None"),
         (lambda: ours.DiceCELoss(label_smoothing=1.5), ValueError, r"label_smoothing must lie in \[0, 1\]; got 1.5"),
         (lambda: ours.GeneralizedDiceFocalLoss(lambda_gdl=-0.5), ValueError, "lambda_gdl must be >= 0.0; got -0.5"),
@@ -607,8 +607,8 @@ def test_alpha_outside_the_unit_interval_is_refused():
         (lambda: ours.TverskyLoss(beta=-0.1), r"beta must lie in \[0, 1\]; got -0.1"),
         (lambda: ours.FocalLoss(alpha=-0.2), r"alpha must lie in \[0, 1\]; got -0.2"),
         (lambda: ours.FocalLoss(alpha=1.2, use_softmax=True), r"alpha must lie in \[0, 1\]; got 1.2"),
-        (lambda: ours.FocalLoss(alpha=[0.2, 1.5]), r"alpha\[1\] must lie in \[0.0, 1.0\]; got 1.5"),
-        (lambda: ours.FocalLoss(alpha=torch.tensor([0.2, -0.5])), r"alpha\[1\] must lie in \[0.0, 1.0\]; got -0.5"),
+        (lambda: ours.FocalLoss(alpha=[0.2, 1.5]), r"alpha\[1\] must lie in \[0, 1\]; got 1.5"),
+        (lambda: ours.FocalLoss(alpha=torch.tensor([0.2, -0.5])), r"alpha\[1\] must lie in \[0, 1\]; got -0.5"),
         (lambda: ours.DiceFocalLoss(alpha=2.0), r"alpha must lie in \[0, 1\]; got 2.0"),
     ]
     for call, match in cases:

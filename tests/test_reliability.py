@@ -356,7 +356,6 @@ for name, make_loss in {
         lambda m=make_loss: _weight_written_through_data(m),
         (ValueError, RuntimeError),
         r"weight",
-        branch="surface",
     )
 
 # ================================================================ item 3: compat layers on an empty batch (B = 0)
@@ -699,29 +698,27 @@ error(
 META_LABELS = torch.zeros(2, 4, 5, dtype=torch.long, device="meta")
 META_MASK = torch.ones(2, 4, 5, dtype=torch.bool, device="meta")
 DEVICE = r"(meta.*cpu|cpu.*meta)"
-WIRING = "surface (its check_device, then called in metrics/labels)"
 for name, run, argument, branch in (
-    ("dice_loss/target", lambda: dice_loss(X, META_LABELS), "target", "surface"),
-    ("dice_loss/mask", lambda: dice_loss(X, LABELS, mask=META_MASK), "mask", "surface"),
-    ("dice_loss/weight", lambda: dice_loss(X, LABELS, weight=torch.ones(3, device="meta")), "weight", "surface"),
-    ("dice_ce_loss/target", lambda: dice_ce_loss(X, META_LABELS), "target", "surface"),
-    ("focal_loss/target", lambda: focal_loss(X, META_LABELS), "target", "surface"),
-    ("region_statistics/target", lambda: region_statistics(P, META_LABELS), "target", "surface"),
-    ("soft_dice_score/mask", lambda: soft_dice_score(P, SOFT, mask=META_MASK), "mask", "surface"),
-    ("expected_calibration_error/target", lambda: expected_calibration_error(P, META_LABELS), "target", "surface"),
-    # The next three need surface's shared device check, then one call each in metrics/labels (see the report).
-    ("dice_score/target", lambda: dice_score(LABELS, META_LABELS, num_classes=3), "target", WIRING),
+    ("dice_loss/target", lambda: dice_loss(X, META_LABELS), "target", None),
+    ("dice_loss/mask", lambda: dice_loss(X, LABELS, mask=META_MASK), "mask", None),
+    ("dice_loss/weight", lambda: dice_loss(X, LABELS, weight=torch.ones(3, device="meta")), "weight", None),
+    ("dice_ce_loss/target", lambda: dice_ce_loss(X, META_LABELS), "target", None),
+    ("focal_loss/target", lambda: focal_loss(X, META_LABELS), "target", None),
+    ("region_statistics/target", lambda: region_statistics(P, META_LABELS), "target", None),
+    ("soft_dice_score/mask", lambda: soft_dice_score(P, SOFT, mask=META_MASK), "mask", None),
+    ("expected_calibration_error/target", lambda: expected_calibration_error(P, META_LABELS), "target", None),
+    ("dice_score/target", lambda: dice_score(LABELS, META_LABELS, num_classes=3), "target", None),
     (
         "soft_dice_score/weight",
         lambda: soft_dice_score(P, SOFT, weight=torch.ones(3, device="meta")),
         "weight",
-        WIRING,
+        None,
     ),
     (
         "distillation_target/labels",
         lambda: distillation_target(X, labels=META_LABELS, label_weight=0.5),
         "labels",
-        WIRING,
+        None,
     ),
     (
         "compat_monai_DiceLoss/target",
@@ -729,7 +726,7 @@ for name, run, argument, branch in (
         "target",
         None,
     ),
-    ("compat_smp_DiceLoss/target", lambda: compat_smp.DiceLoss("multiclass")(X, META_LABELS), "target", "surface"),
+    ("compat_smp_DiceLoss/target", lambda: compat_smp.DiceLoss("multiclass")(X, META_LABELS), "y_true", None),
 ):
     error(f"device/{name}", run, (ValueError, RuntimeError), rf"{argument}.*{DEVICE}", branch=branch)
 
@@ -777,28 +774,28 @@ for name, run, kind, match, branch in (
         lambda: dice_loss(X, LABELS, weight=["a", 1, 1]),
         TypeError,
         r"weight\[0\]",
-        "surface",
+        None,
     ),
     (
         "dice_loss/weight_none_entry",
         lambda: dice_loss(X, LABELS, weight=[1, None, 2]),
         TypeError,
         r"weight\[1\]",
-        "surface",
+        None,
     ),
     (
         "focal_loss/weight_none_entry",
         lambda: focal_loss(X, LABELS, weight=[1, None, 2]),
         TypeError,
         r"weight\[1\]",
-        "surface",
+        None,
     ),
     (
         "dice_score/weight_string_entry",
         lambda: dice_score(LABELS, LABELS, num_classes=3, weight=[1, "a", 1]),
         TypeError,
         r"weight\[1\]",
-        "surface",
+        None,
     ),
     (
         "compat_smp_DiceLoss/classes_string_entry",
@@ -1212,7 +1209,6 @@ COMMAND_CASES = [
         lambda tmp: ["compare", "--quick", "--losses", "ce", "--out", str(tmp / "report")],
         130,
         r"(?i)interrupt",
-        branch="surface",
         interrupt=True,
     ),
     CommandCase(
@@ -1220,14 +1216,12 @@ COMMAND_CASES = [
         lambda tmp: ["audit", "softseg.DiceLoss", "--classes", "200", "--size", "2", "--quiet"],
         2,
         r"--classes",
-        branch="surface",
     ),
     CommandCase(
         "audit/seed_negative",
         lambda tmp: ["audit", "softseg.DiceLoss", "--seed", "-1", "--quiet"],
         2,
         r"--seed",
-        branch="surface",
     ),
     CommandCase(
         "audit/classes_one", lambda tmp: ["audit", "softseg.DiceLoss", "--classes", "1"], 2, r"--classes must be >= 2"

@@ -7,12 +7,13 @@ names the argument and the entry, what the peers would silently reinterpret.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from softseg._checks import _describe, check_device
 
 
 class ShapeMismatchError(ValueError, AssertionError):
@@ -26,10 +27,6 @@ class ShapeMismatchError(ValueError, AssertionError):
         >>> issubclass(ShapeMismatchError, ValueError) and issubclass(ShapeMismatchError, AssertionError)
         True
     """
-
-
-def _describe(value: object) -> str:
-    return f"{type(value).__name__} {value!r}"
 
 
 def check_flag(name: str, value: object) -> bool:
@@ -80,68 +77,6 @@ def check_index_list(name: str, values: object) -> list[int]:
     return [int(entry) for entry in entries]
 
 
-def check_number_list(
-    name: str, values: object, *, minimum: float | None = 0.0, maximum: float | None = None
-) -> list[float]:
-    """A sequence of finite real numbers in [``minimum``, ``maximum``] (None: open), checked entry by entry.
-
-    Example:
-        >>> check_number_list("weight", [1, 0.5])
-        [1.0, 0.5]
-        >>> check_number_list("weight", [1, None, 2])
-        Traceback (most recent call last):
-        ...
-        TypeError: weight[1] must be a real number; got NoneType None
-    """
-    entries = _entries(name, values, "one number per class")
-    numbers_seen = []
-    for position, entry in enumerate(entries):
-        if isinstance(entry, bool) or not isinstance(entry, numbers.Real):
-            raise TypeError(f"{name}[{position}] must be a real number; got {_describe(entry)}")
-        number = float(entry)
-        if not math.isfinite(number):
-            raise ValueError(f"{name}[{position}] must be finite; got {number}")
-        if maximum is not None and not (minimum if minimum is not None else -math.inf) <= number <= maximum:
-            raise ValueError(f"{name}[{position}] must lie in [{minimum}, {maximum}]; got {number}")
-        if minimum is not None and number < minimum:
-            raise ValueError(f"{name}[{position}] must be >= {minimum}; got {number}")
-        numbers_seen.append(number)
-    return numbers_seen
-
-
-def check_unit_number(name: str, value: object) -> float:
-    """A real number in [0, 1] (a fraction, a probability, a balance weight such as focal alpha).
-
-    Example:
-        >>> check_unit_number("alpha", 1.5)
-        Traceback (most recent call last):
-        ...
-        ValueError: alpha must lie in [0, 1]; got 1.5
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {_describe(value)}")
-    number = float(value)
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1]; got {number}")
-    return number
-
-
-def check_device(name: str, tensor: Tensor, input: Tensor, input_name: str = "input") -> None:
-    """``tensor`` must be on the input's device (torch's rule for losses; no silent copy between devices).
-
-    Example:
-        >>> check_device("target", torch.zeros(1, device="meta"), torch.zeros(1))
-        Traceback (most recent call last):
-        ...
-        ValueError: target is on device meta but input is on device cpu; move them to one device
-    """
-    if tensor.device != input.device:
-        raise ValueError(
-            f"{name} is on device {tensor.device} but {input_name} is on device {input.device}; "
-            "move them to one device"
-        )
-
-
 def class_weights_on(name: str, weight: Tensor, input: Tensor, *, given_as_tensor: bool) -> Tensor:
     """Class weights on the input's device and accumulation dtype.
 
@@ -150,7 +85,7 @@ def class_weights_on(name: str, weight: Tensor, input: Tensor, *, given_as_tenso
     peers move them at every call.
     """
     if given_as_tensor:
-        check_device(name, weight, input)
+        check_device(name, weight, input.device)
     return weight.to(device=input.device)
 
 

@@ -72,17 +72,17 @@ from torch import Tensor, nn
 from softseg._checks import (
     REDUCTIONS,
     check_choice,
+    check_device,
     check_ignore_index,
     check_labels,
     check_number,
+    check_number_sequence,
     check_tensor,
+    check_weight_values,
 )
 from softseg.compat._arguments import (
     ShapeMismatchError,
-    check_device,
     check_flag,
-    check_number_list,
-    check_unit_number,
     class_weights_on,
     exclude,
     mean_or_zero,
@@ -166,18 +166,17 @@ def _class_weight(weight: object, name: str = "weight", *, unit: bool = False) -
         tensor = weight.detach()
         if tensor.device.type != "meta":  # a meta tensor has no values to check (its device is checked at call)
             if tensor.ndim:
-                check_number_list(name, tensor, maximum=1.0 if unit else None)
-            elif unit:
-                check_unit_number(name, tensor.item())
+                check_number_sequence(name, tensor, minimum=0.0, maximum=1.0 if unit else None)
             else:
-                check_number(name, tensor.item(), minimum=0.0)
+                check_number(name, tensor.item(), minimum=0.0, maximum=1.0 if unit else None)
         return tensor.to(torch.float32)
     if isinstance(weight, numbers.Real) and not isinstance(weight, bool):
-        value = check_unit_number(name, weight) if unit else check_number(name, weight, minimum=0.0)
+        value = check_number(name, weight, minimum=0.0, maximum=1.0 if unit else None)
         return torch.tensor(value, dtype=torch.float32)
     if isinstance(weight, (str, bytes, bool)) or not isinstance(weight, Sequence):
         raise TypeError(f"{name} must be a number, a sequence of numbers or a tensor; got {type(weight).__name__}")
-    return torch.tensor(check_number_list(name, weight, maximum=1.0 if unit else None), dtype=torch.float32)
+    values = check_number_sequence(name, weight, minimum=0.0, maximum=1.0 if unit else None)
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def _weight_for(module: nn.Module, weight: Tensor, like: Tensor, name: str) -> Tensor:
@@ -192,6 +191,7 @@ def _tensor_options(**options: object) -> frozenset[str]:
 
 
 def _check_weight_length(weight: Tensor, classes: int, include_background: bool, name: str = "weight") -> None:
+    check_weight_values(name, weight)  # at every call: the buffer may have been written since construction
     if weight.ndim == 1 and weight.shape[0] != classes:
         note = " (include_background=False: leave out class 0)" if not include_background else ""
         raise ValueError(f"{name} must have one value per class, {classes}{note}; got {weight.shape[0]}")
@@ -295,7 +295,7 @@ def _ignore_keep(target: Tensor, ignore_index: int, channels: int) -> Tensor:
 
 def _prepare_target(input: Tensor, target: object, *, to_onehot_y: bool, ignore_index: int | None) -> _Target:
     check_tensor("target", target)
-    check_device("target", target, input)
+    check_device("target", target, input.device)
     check_ignore_index(ignore_index)
     channels = input.shape[1]
     if to_onehot_y and channels == 1:
@@ -645,7 +645,7 @@ class MaskedDiceLoss(DiceLoss):
     def _check_mask(mask: object, input: Tensor) -> Tensor:
         if not isinstance(mask, Tensor):
             raise TypeError(f"mask must be a torch.Tensor; got {type(mask).__name__}")
-        check_device("mask", mask, input)
+        check_device("mask", mask, input.device)
         if mask.is_complex():
             raise TypeError(f"mask must be real; got dtype {mask.dtype}")
         if input.dim() != mask.dim():
@@ -716,8 +716,8 @@ class TverskyLoss(_RegionLoss):
             process_group=process_group,
         )
         # MONAI takes any number; outside [0, 1] the loss turns negative or unbounded.
-        self.alpha = check_unit_number("alpha", alpha)
-        self.beta = check_unit_number("beta", beta)
+        self.alpha = check_number("alpha", alpha, minimum=0.0, maximum=1.0)
+        self.beta = check_number("beta", beta, minimum=0.0, maximum=1.0)
         self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
         self.ignore_index = check_ignore_index(ignore_index)
 
@@ -964,7 +964,7 @@ class FocalLoss(nn.Module):
         self.gamma = check_number("gamma", gamma, minimum=0.0)
         # MONAI takes any alpha; outside [0, 1] the focal terms turn negative.
         if alpha is None or isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
-            self.alpha = None if alpha is None else check_unit_number("alpha", alpha)
+            self.alpha = None if alpha is None else check_number("alpha", alpha, minimum=0.0, maximum=1.0)
         else:
             # Not a buffer (as in MONAI), so the module's .to() cannot move it: it follows the input.
             self.alpha = _class_weight(alpha, "alpha", unit=True)
@@ -1035,7 +1035,7 @@ def _check_compound(input: object, target: object) -> Tensor:
     """The compound losses' own check, before either term runs: input as every loss, target's layout loosely."""
     input = _check_input(input)
     check_tensor("target", target)
-    check_device("target", target, input)
+    check_device("target", target, input.device)
     if input.dim() != target.dim():
         raise ShapeMismatchError(
             f"target must have as many dimensions as input, (B, C, *spatial) or (B, 1, *spatial) for class "

@@ -48,19 +48,19 @@ from torch import Tensor, nn
 from softseg._checks import (
     REDUCTIONS,
     check_choice,
+    check_device,
     check_ignore_index,
     check_labels,
     check_number,
+    check_number_sequence,
     check_tensor,
     check_unit_interval,
+    check_weight_values,
 )
 from softseg.compat._arguments import (
     ShapeMismatchError,
-    check_device,
     check_flag,
     check_index_list,
-    check_number_list,
-    check_unit_number,
     class_weights_on,
     exclude,
     mean_or_zero,
@@ -105,7 +105,7 @@ def __getattr__(name: str) -> object:
 
 def _check_pair(y_pred: object, y_true: object, mode: str) -> tuple[Tensor, Tensor]:
     y_pred, y_true = check_tensor("y_pred", y_pred), check_tensor("y_true", y_true)
-    check_device("y_true", y_true, y_pred, "y_pred")
+    check_device("y_true", y_true, y_pred.device, reference="y_pred")
     if not y_pred.is_floating_point():
         raise TypeError(f"y_pred must hold floating-point logits or probabilities; got dtype {y_pred.dtype}")
     if y_true.is_complex():
@@ -161,13 +161,14 @@ def _class_weights(class_weights: object, mode: str) -> Tensor | None:
         return None
     if mode == BINARY_MODE:
         raise ValueError("class_weights are not supported with mode='binary' (one channel); got class_weights")
-    weights = check_number_list("class_weights", class_weights)
+    weights = check_number_sequence("class_weights", class_weights, minimum=0.0)
     if not any(weights):
         raise ValueError(f"class_weights must have one non-negative weight per class, not all 0; got {weights}")
     return torch.tensor(weights, dtype=torch.float64)
 
 
 def _check_weight_count(weights: Tensor, channels: int) -> None:
+    check_weight_values("class_weights", weights)  # at every call: the tensor may have been written since
     if weights.shape[0] != channels:
         raise ValueError(f"class_weights must have one weight per channel of y_pred, {channels}; got {weights.shape[0]}")
 
@@ -464,7 +465,7 @@ class FocalLoss(nn.Module):
         super().__init__()
         check_choice("mode", mode, MODES)
         self.mode = mode
-        self.alpha = None if alpha is None else check_unit_number("alpha", alpha)
+        self.alpha = None if alpha is None else check_number("alpha", alpha, minimum=0.0, maximum=1.0)
         self.gamma = check_number("gamma", gamma, minimum=0.0)
         self.ignore_index = check_ignore_index(ignore_index)
         self.from_logits = check_flag("from_logits", from_logits)
@@ -605,7 +606,9 @@ class SoftBCEWithLogitsLoss(nn.Module):
         self.ignore_index = check_ignore_index(ignore_index)
         check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
-        self.smooth_factor = None if smooth_factor is None else check_unit_number("smooth_factor", smooth_factor)
+        self.smooth_factor = (
+            None if smooth_factor is None else check_number("smooth_factor", smooth_factor, minimum=0.0, maximum=1.0)
+        )
         for name, value in (("weight", weight), ("pos_weight", pos_weight)):
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"{name} must be a tensor or None; got {type(value).__name__}")
@@ -614,10 +617,10 @@ class SoftBCEWithLogitsLoss(nn.Module):
 
     def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
         y_pred, y_true = check_tensor("y_pred", y_pred), check_tensor("y_true", y_true)
-        check_device("y_true", y_true, y_pred, "y_pred")
+        check_device("y_true", y_true, y_pred.device, reference="y_pred")
         for name in ("weight", "pos_weight"):
             if getattr(self, name) is not None:
-                check_device(name, getattr(self, name), y_pred, "y_pred")
+                check_device(name, getattr(self, name), y_pred.device, reference="y_pred")
         if not y_pred.is_floating_point():
             raise TypeError(f"y_pred must hold floating-point logits; got dtype {y_pred.dtype}")
         if tuple(y_pred.shape) != tuple(y_true.shape):
@@ -672,7 +675,9 @@ class SoftCrossEntropyLoss(nn.Module):
         super().__init__()
         check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
-        self.smooth_factor = 0.0 if smooth_factor is None else check_unit_number("smooth_factor", smooth_factor)
+        self.smooth_factor = (
+            0.0 if smooth_factor is None else check_number("smooth_factor", smooth_factor, minimum=0.0, maximum=1.0)
+        )
         self.ignore_index = check_ignore_index(ignore_index)
         if isinstance(dim, bool) or not isinstance(dim, int):
             raise TypeError(f"dim must be an int; got {type(dim).__name__}")
@@ -680,7 +685,7 @@ class SoftCrossEntropyLoss(nn.Module):
 
     def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
         y_pred, y_true = check_tensor("y_pred", y_pred), check_tensor("y_true", y_true)
-        check_device("y_true", y_true, y_pred, "y_pred")
+        check_device("y_true", y_true, y_pred.device, reference="y_pred")
         if not y_pred.is_floating_point():
             raise TypeError(f"y_pred must hold floating-point logits; got dtype {y_pred.dtype}")
         if not -y_pred.ndim <= self.dim < y_pred.ndim:

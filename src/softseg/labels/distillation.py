@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from softseg._checks import _skip_value_checks, check_choice, check_ignore_index, check_input, check_number
+from softseg._checks import (
+    _skip_value_checks,
+    check_choice,
+    check_device,
+    check_ignore_index,
+    check_input,
+    check_number,
+)
 from softseg.labels._common import check_index_map, one_hot
 
 
@@ -79,6 +86,8 @@ def distillation_target(
             raise ValueError(f"label_weight={label_weight} mixes in the hard label, but labels is None")
         return probs
     expected = (teacher_logits.shape[0], *teacher_logits.shape[2:])
+    if isinstance(labels, Tensor):  # before any value is read from labels
+        check_device("labels", labels, teacher_logits.device, reference="teacher_logits")
     labels, valid = check_index_map("labels", labels, max(channels, 2), ignore_index=ignore_index)
     if tuple(labels.shape) != expected:
         raise ValueError(

@@ -16,7 +16,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-from softseg._checks import ACTIVE_CLASSES, REDUCTIONS, check_choice, check_number, check_weight
+from softseg._checks import ACTIVE_CLASSES, REDUCTIONS, check_choice, check_number, check_weight, check_weight_values
 from softseg.aggregation import Aggregation, aggregate, parse_aggregation
 from softseg.scores import tversky_index
 from softseg.statistics import RegionStatistics
@@ -70,7 +70,9 @@ def keep_classes(
 ) -> tuple[RegionStatistics, Tensor | None]:
     """The statistics of the kept classes (class 0 dropped unless ``include_background``) and their weights."""
     stats = drop_background(stats, include_background)
-    return stats, check_weight(weight, stats.tp.shape[-1], include_background=include_background)
+    return stats, check_weight(
+        weight, stats.tp.shape[-1], include_background=include_background, device=stats.tp.device
+    )
 
 
 def _with_activity(
@@ -110,6 +112,8 @@ def score_statistics(
     worst_q: float | None = None,
 ) -> Tensor:
     """Tversky index per entry of ``stats`` (B, C), averaged by ``aggregation`` over the active entries."""
+    if weight is not None:  # a metric's weight is checked at construction: again here, it may have changed
+        check_weight_values("weight", weight)
     stats, active_classes, threshold = _with_activity(stats, active_classes, empty, presence_threshold)
 
     def entry_score(entry_stats: RegionStatistics) -> Tensor:

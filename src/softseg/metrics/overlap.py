@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from softseg._checks import check_ignore_index, check_labels, check_tensor
+from softseg._checks import check_device, check_ignore_index, check_labels, check_tensor
 from softseg.aggregation import Aggregation
 from softseg.metrics._region import TverskyScoreMetric, check_score_options, keep_classes, score_statistics
 from softseg.statistics import RegionStatistics
@@ -80,6 +80,7 @@ def confusion_statistics(
     num_classes = _check_num_classes(num_classes)
     preds = _check_index("preds", preds)
     target = _check_index("target", target)
+    check_device("target", target, preds.device, reference="preds")
     if preds.shape != target.shape:
         raise ValueError(
             f"preds and target must have the same shape (B, *spatial); got {tuple(preds.shape)} and {tuple(target.shape)}"
