@@ -30,7 +30,7 @@ def test_python_dash_m_softseg_runs_the_command():
     done = subprocess.run([sys.executable, "-m", "softseg", "--help"], capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"}, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("usage: softseg [-h] {compare,audit,bench}")
+    assert done.stdout.startswith("usage: softseg [-h] {compare,audit,bench,nnunet}")
     for line in ("compare ", "audit ", "bench "):
         assert f"\n    {line}" in done.stdout
     done = subprocess.run([sys.executable, "-m", "softseg", "audit", "--seed", "-1", "softseg.DiceLoss"],
@@ -155,8 +155,8 @@ def test_an_unrelated_import_error_is_not_disguised(monkeypatch):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        ([], "the following arguments are required: {compare,audit,bench}"),
-        (["frobnicate"], "argument {compare,audit,bench}: invalid choice: 'frobnicate'"),
+        ([], "the following arguments are required: {compare,audit,bench,nnunet}"),
+        (["frobnicate"], "argument {compare,audit,bench,nnunet}: invalid choice: 'frobnicate'"),
         (["compare", "--quick", "--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
