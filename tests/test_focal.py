@@ -374,6 +374,13 @@ def test_bad_options(kwargs, error, match):
             FocalLoss(**kwargs)
 
 
+def test_misspelt_options_name_the_loss_and_the_closest_option():
+    with pytest.raises(TypeError, match="focal_loss\\(\\) got an unexpected keyword argument 'gama'; did you mean 'gamma'"):
+        focal_loss(torch.zeros(1, 3, 2), torch.zeros(1, 2, dtype=torch.long), gama=2.0)
+    with pytest.raises(TypeError, match="FocalLoss\\(\\) got an unexpected keyword argument 'alpah'; did you mean 'alpha'"):
+        FocalLoss(alpah=0.25)
+
+
 def test_bad_targets_and_masks():
     logits = torch.zeros(1, 3, 2)
     with pytest.raises(ValueError, match="activation='softmax' needs at least 2 channels"):

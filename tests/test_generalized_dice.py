@@ -226,6 +226,13 @@ def test_bad_options(options, error, match):
         GeneralizedDiceLoss(**options)
 
 
+def test_misspelt_options_name_the_loss_and_the_closest_option():
+    with pytest.raises(TypeError, match=r"GeneralizedDiceLoss\(\) got an unexpected keyword argument 'weighing'; did you mean 'weighting'"):
+        GeneralizedDiceLoss(weighing="simple")
+    with pytest.raises(TypeError, match=r"generalized_dice_loss\(\) got an unexpected keyword argument 'w_type'"):
+        generalized_dice_loss(torch.zeros(1, 3, 2), torch.zeros(1, 2, dtype=torch.long), w_type="simple")
+
+
 def test_bad_targets():
     with pytest.raises(TypeError, match="Float labels are not truncated"):
         generalized_dice_loss(torch.zeros(1, 3, 2), torch.zeros(1, 2))

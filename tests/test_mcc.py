@@ -243,6 +243,13 @@ def test_bad_options(options, error, match):
         MCCLoss(**options)
 
 
+def test_misspelt_options_name_the_loss_and_the_closest_option():
+    with pytest.raises(TypeError, match=r"mcc_loss\(\) got an unexpected keyword argument 'smooth'; its options: activation"):
+        mcc_loss(torch.zeros(1, 3, 2), torch.zeros(1, 2, dtype=torch.long), smooth=1.0)
+    with pytest.raises(TypeError, match=r"MCCLoss\(\) got an unexpected keyword argument 'agregation'; did you mean 'aggregation'"):
+        MCCLoss(agregation="image")
+
+
 def test_bad_targets_and_weights():
     with pytest.raises(TypeError, match="Float labels are not truncated"):
         mcc_loss(torch.zeros(1, 3, 2), torch.zeros(1, 2))

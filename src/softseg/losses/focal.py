@@ -41,6 +41,7 @@ from torch import Tensor
 
 from softseg._checks import (
     REDUCTIONS,
+    Reduction,
     check_choice,
     check_ignore_index,
     check_input,
@@ -49,13 +50,15 @@ from softseg._checks import (
     check_number,
     check_unit_interval,
     check_weight,
+    explain_unexpected_keywords,
     target_kind,
 )
-from softseg.losses._module import FunctionalLoss
+from softseg.losses._module import FunctionalLoss, init_options
 from softseg.scores import power
 from softseg.statistics import accumulation_dtype
 
 FOCAL_ACTIVATIONS = ("softmax", "sigmoid")
+FocalActivation = Literal["softmax", "sigmoid"]
 # How 1 - p_t is written for a soft binary target y; all three equal p (y = 0) and 1 - p (y = 1).
 Modulation = Literal["probability", "logit", "cross_entropy"]
 
@@ -195,17 +198,18 @@ def focal_of_divergence(divergence: Tensor, gamma: float) -> Tensor:
     return focal_modulation(-torch.expm1(-divergence), gamma) * divergence
 
 
+@explain_unexpected_keywords()
 def focal_loss(
     input: Tensor,
     target: Tensor,
     *,
     gamma: float = 2.0,
     alpha: float | None = None,
-    activation: str = "softmax",
+    activation: FocalActivation = "softmax",
     weight: Tensor | Sequence[float] | None = None,
     ignore_index: int | None = None,
     mask: Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> Tensor:
     r"""Focal loss of logits against class indices or class probabilities, minimised at the target.
 
@@ -379,12 +383,13 @@ class FocalLoss(FunctionalLoss):
         *,
         gamma: float = 2.0,
         alpha: float | None = None,
-        activation: str = "softmax",
+        activation: FocalActivation = "softmax",
         weight: Tensor | Sequence[float] | None = None,
         ignore_index: int | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
+        options = init_options(locals())
+        del options["weight"]  # a buffer of the module, not an option
         _check_focal_options(gamma=gamma, alpha=alpha, activation=activation, reduction=reduction)
         check_ignore_index(ignore_index)
-        options = dict(gamma=gamma, alpha=alpha, activation=activation, ignore_index=ignore_index, reduction=reduction)
         super().__init__(options, weight)

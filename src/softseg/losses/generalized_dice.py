@@ -13,19 +13,22 @@ On the statistics engine with tp = sum min(x, y) (norm 1), so it equals the clas
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
-from softseg._checks import check_choice
+from softseg._checks import Reduction, check_choice, explain_unexpected_keywords
 from softseg.activation import Activation
 from softseg.aggregation import aggregate
-from softseg.losses._module import FunctionalLoss
+from softseg.losses._module import FunctionalLoss, init_options
 from softseg.losses.region import _check_options, scored_statistics
 from softseg.scores import tversky_index
 from softseg.statistics import RegionStatistics, logit_statistics
 
 WEIGHTINGS = ("square", "simple", "uniform")
 GENERALIZED_DICE_AGGREGATIONS = ("global", "image")
+Weighting = Literal["square", "simple", "uniform"]
 
 
 def generalized_dice_weights(target_mass: Tensor, weighting: str) -> Tensor:
@@ -86,19 +89,20 @@ def generalized_dice_from_statistics(
     return 1 - tversky_index(pooled, alpha=0.5, beta=0.5, smooth=smooth / 2, smooth_denominator=half_denominator)
 
 
+@explain_unexpected_keywords()
 def generalized_dice_loss(
     input: Tensor,
     target: Tensor,
     *,
-    weighting: str = "square",
+    weighting: Weighting = "square",
     activation: Activation = "softmax",
     smooth: float = 0.0,
-    norm: int = 1,
+    norm: Literal[1, 2] = 1,
     include_background: bool = True,
-    aggregation: str = "global",
+    aggregation: Literal["global", "image"] = "global",
     ignore_index: int | None = None,
     mask: Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     distributed: bool = False,
     process_group: torch.distributed.ProcessGroup | None = None,
 ) -> Tensor:
@@ -200,29 +204,18 @@ class GeneralizedDiceLoss(FunctionalLoss):
     def __init__(
         self,
         *,
-        weighting: str = "square",
+        weighting: Weighting = "square",
         activation: Activation = "softmax",
         smooth: float = 0.0,
-        norm: int = 1,
+        norm: Literal[1, 2] = 1,
         include_background: bool = True,
-        aggregation: str = "global",
+        aggregation: Literal["global", "image"] = "global",
         ignore_index: int | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         distributed: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
-        options = dict(
-            weighting=weighting,
-            activation=activation,
-            smooth=smooth,
-            norm=norm,
-            include_background=include_background,
-            aggregation=aggregation,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            distributed=distributed,
-            process_group=process_group,
-        )
+        options = init_options(locals())
         _check_generalized_dice_options(**options)  # fail at construction, not at the first batch
         super().__init__(options, None)
 

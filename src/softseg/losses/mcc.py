@@ -20,10 +20,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from softseg._checks import check_weight
+from softseg._checks import ActiveClasses, Reduction, check_weight, explain_unexpected_keywords
 from softseg.activation import Activation
 from softseg.aggregation import Aggregation, aggregate
-from softseg.losses._module import FunctionalLoss
+from softseg.losses._module import FunctionalLoss, init_options
 from softseg.losses.region import _check_options, scored_statistics
 from softseg.scores import matthews_correlation
 from softseg.statistics import RegionStatistics, counted_pixels, logit_statistics
@@ -73,6 +73,7 @@ def mcc_from_statistics(stats: RegionStatistics, counts: Tensor) -> Tensor:
     return 1 - matthews_correlation(*(count / scale for count in counts4))
 
 
+@explain_unexpected_keywords()
 def mcc_loss(
     input: Tensor,
     target: Tensor,
@@ -81,11 +82,11 @@ def mcc_loss(
     weight: Tensor | Sequence[float] | None = None,
     include_background: bool = True,
     aggregation: Aggregation = "global",
-    active_classes: str = "all",
+    active_classes: ActiveClasses = "all",
     presence_threshold: float = 0.01,
     ignore_index: int | None = None,
     mask: Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     distributed: bool = False,
     process_group: torch.distributed.ProcessGroup | None = None,
 ) -> Tensor:
@@ -145,7 +146,7 @@ def mcc_loss(
     stats = scored_statistics(stats, **scored)
     # The counts travel as statistics of their own: the same background drop and the same rank sync.
     counts = scored_statistics(RegionStatistics(counts, *(torch.zeros_like(counts),) * 3), **scored).tp
-    weight = check_weight(weight, stats.tp.shape[1], include_background=include_background)
+    weight = check_weight(weight, stats.tp.shape[1], include_background=include_background, device=stats.tp.device)
 
     def entry_loss(level_stats: RegionStatistics) -> Tensor:
         # aggregate() pools the statistics over the images for the global level: pool the counts alike.
@@ -194,23 +195,14 @@ class MCCLoss(FunctionalLoss):
         weight: Tensor | Sequence[float] | None = None,
         include_background: bool = True,
         aggregation: Aggregation = "global",
-        active_classes: str = "all",
+        active_classes: ActiveClasses = "all",
         presence_threshold: float = 0.01,
         ignore_index: int | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         distributed: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
-        options = dict(
-            activation=activation,
-            include_background=include_background,
-            aggregation=aggregation,
-            active_classes=active_classes,
-            presence_threshold=presence_threshold,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            distributed=distributed,
-            process_group=process_group,
-        )
+        options = init_options(locals())
+        del options["weight"]  # a buffer of the module, not an option
         _check_mcc_options(**options)  # fail at construction, not at the first batch
         super().__init__(options, weight, include_background=include_background)
