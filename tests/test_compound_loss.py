@@ -99,6 +99,34 @@ def test_shared_pass_calls_no_term_and_no_cross_entropy(monkeypatch):
     torch.testing.assert_close(loss(logits, labels), expected)
 
 
+def test_mask_reaches_every_term_and_cross_entropy_runs_fused_alone(monkeypatch):
+    logits, labels, soft = data(11)
+    keep = torch.rand(2, 4, 5, generator=torch.Generator().manual_seed(11)) > 0.3
+    kept = logits.movedim(1, -1)[keep].T.unsqueeze(0)                       # (1, C, kept pixels)
+
+    def kept_target(target):
+        return target[keep].unsqueeze(0) if target.ndim == 3 else target.movedim(1, -1)[keep].T.unsqueeze(0)
+
+    loss = CompoundLoss(ce=torch.nn.CrossEntropyLoss(), dice=softseg.DiceLoss(), focal=softseg.FocalLoss(gamma=1.0),
+                        weights={"dice": schedules.step([0.0, 1.0], boundaries=[1])})
+    for target in (labels, soft):
+        for step in (0, 1):
+            expected = sum(w * term(kept, kept_target(target)) for w, term in zip(
+                loss.weights_at(step).values(), (torch.nn.CrossEntropyLoss(), softseg.DiceLoss(),
+                                                 softseg.FocalLoss(gamma=1.0))))
+            torch.testing.assert_close(loss(logits, target, keep, step=step), expected)
+    # Step 0: the cross-entropy has no region term to share with, and still runs in the fused kernels,
+    # so it takes a mask and (B, 1, *spatial) class indices, which torch's loss does not.
+    counter = Counter(compound_loss_module.fused_statistics)
+    monkeypatch.setattr(compound_loss_module, "fused_statistics", counter)
+    ce_only = CompoundLoss(ce=torch.nn.CrossEntropyLoss())
+    torch.testing.assert_close(ce_only(logits, labels.unsqueeze(1)), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(ce_only(logits, labels, keep), F.cross_entropy(kept, kept_target(labels)))
+    assert counter.calls == 2
+    with pytest.raises(TypeError, match="term 'f' takes no mask= argument, but a mask was given"):
+        CompoundLoss(f=lambda z, t: F.cross_entropy(z, t))(logits, labels, keep)
+
+
 def test_default_is_cross_entropy_plus_dice():
     logits, labels, soft = data(3)
     loss = CompoundLoss()
@@ -127,6 +155,8 @@ def test_weights_follow_the_counter():
     for _ in range(50):
         loss.step()
     assert loss.step_count == 50 and loss.weights_at() == pytest.approx({"ce": 0.625, "dice": 0.75})
+    assert loss.weights == loss.weights_at()                 # the weights in use, for logging
+    assert set(loss.weight_schedules) == {"ce", "dice"}
     assert loss.step(10) == 60
     torch.testing.assert_close(loss(logits, labels), loss.weights_at()["ce"] * ce + 0.75 * dice)
     assert loss.step_count == 60  # forward does not advance it

@@ -9,6 +9,7 @@ later, the L2 form early and the L1 form late, a region weight that ramps up
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +50,16 @@ def _plain_cross_entropy(term: object) -> bool:
     )
 
 
+def _accepts_mask(term: object) -> bool:
+    """Whether ``term`` takes a ``mask=`` keyword (a ``mask`` parameter or ``**kwargs`` in its signature)."""
+    function = term.forward if isinstance(term, nn.Module) else term
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "mask" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 class CompoundLoss(nn.Module):
     r"""Weighted sum of named loss terms, each weight a number or a schedule of the training step.
 
@@ -70,13 +81,20 @@ class CompoundLoss(nn.Module):
           each.
         - ``weights``: ``{name: weight}``; a weight is a number >= 0, a :mod:`softseg.schedules` schedule or
           any callable ``f(step) -> float`` (checked at use: finite and >= 0). A term without an entry
-          has weight 1; a name that is not a term is an error.
+          has weight 1; a name that is not a term is an error. They are kept in ``weight_schedules``;
+          ``weights`` is the dict of the weights in use at the current step (for logging), and
+          :meth:`weights_at` gives them at any step.
         - The counter is an int >= 0, saved in ``state_dict()`` (so a resumed run continues where it
           stopped) and restored by ``load_state_dict``; it counts whatever you call :meth:`step` for:
-          optimisation steps or epochs. :meth:`weights_at` gives the weights in use (for logging).
-        - ``forward(input, target, *, step=None)``: ``step`` given evaluates the weights there and sets the
-          counter to it. Every weight 0: a zero loss. Modules among the terms are submodules (they follow
-          ``.to(device)`` and are in the state dict).
+          optimisation steps or epochs.
+        - ``forward(input, target, mask=None, *, step=None)``: ``step`` given evaluates the weights there and
+          sets the counter to it. ``mask`` (bool, True = counts) goes to every term, which must then take
+          ``mask=`` (softseg's losses do; a cross-entropy term gets it through the fused kernels). Every
+          weight 0: a zero loss. Modules among the terms are submodules (they follow ``.to(device)`` and
+          are in the state dict).
+        - The cross-entropy term, when recognised, always runs in the fused kernels (alone if no region term
+          shares its pass): ``F.cross_entropy``'s value, and it takes index targets as (B, \*spatial) or
+          (B, 1, \*spatial), and a mask.
 
     Example:
         >>> import softseg
@@ -89,7 +107,7 @@ class CompoundLoss(nn.Module):
         tensor(0.6931)
         >>> loss.step(50)                                    # advance the counter (per batch or per epoch)
         50
-        >>> loss.weights_at()
+        >>> loss.weights                                     # the weights in use now
         {'ce': 0.625, 'dice': 0.375}
         >>> loss(logits, labels)                            # 0.625 log 2 + 0.375 * 0.5
         tensor(0.6207)
@@ -130,7 +148,7 @@ class CompoundLoss(nn.Module):
         self.names = tuple(given)
         self.modules_terms = nn.ModuleDict({n: t for n, t in given.items() if isinstance(t, nn.Module)})
         self._function_terms = {n: t for n, t in given.items() if not isinstance(t, nn.Module)}
-        self.weights = {name: weights.get(name, 1.0) for name in self.names}
+        self.weight_schedules = {name: weights.get(name, 1.0) for name in self.names}
         self.step_count = 0
 
     def term(self, name: str) -> Callable[[Tensor, Tensor], Tensor]:
@@ -149,7 +167,12 @@ class CompoundLoss(nn.Module):
     def weights_at(self, step: int | None = None) -> dict[str, float]:
         """The weight of every term at ``step`` (None: the current counter), in term order."""
         step = self.step_count if step is None else _check_counter(step)
-        return {name: value_at(f"weights[{name!r}]", self.weights[name], step) for name in self.names}
+        return {name: value_at(f"weights[{name!r}]", self.weight_schedules[name], step) for name in self.names}
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The weights in use at the current step, ``{name: float}`` (what ``forward`` multiplies by now)."""
+        return self.weights_at()
 
     def get_extra_state(self) -> dict[str, int]:
         return {"step": self.step_count}
@@ -160,13 +183,13 @@ class CompoundLoss(nn.Module):
         self.step_count = _check_counter(state["step"])
 
     def extra_repr(self) -> str:
-        return f"weights={self.weights!r}, step={self.step_count}"
+        return f"weights={self.weight_schedules!r}, step={self.step_count}"
 
-    def forward(self, input: Tensor, target: Tensor, *, step: int | None = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, mask: Tensor | None = None, *, step: int | None = None) -> Tensor:
         if step is not None:
             self.step_count = _check_counter(step)
         weights = {name: w for name, w in self.weights_at().items() if w > 0}
-        values = self._term_values(list(weights), input, target)
+        values = self._term_values(list(weights), input, target, mask)
         total = None
         for name, weight in weights.items():
             value = values[name]
@@ -178,7 +201,7 @@ class CompoundLoss(nn.Module):
             return torch.zeros((), device=input.device, requires_grad=input.requires_grad)
         return total
 
-    def _term_values(self, names: list[str], input: Tensor, target: Tensor) -> dict[str, Tensor]:
+    def _term_values(self, names: list[str], input: Tensor, target: Tensor, mask: Tensor | None) -> dict[str, Tensor]:
         """Each term's value; the terms that can share a pass over the logits take it together."""
         groups: dict[tuple, list[str]] = {}
         for name in names:
@@ -188,31 +211,45 @@ class CompoundLoss(nn.Module):
         cross_entropy = next((n for n in names if _plain_cross_entropy(self.term(n))), None)
         ce_group = None
         if cross_entropy is not None:
-            ce_ignore = self.term(cross_entropy).ignore_index
+            # torch's ignore_index applies to class indices only (probability targets have no label to ignore).
+            dense = isinstance(target, Tensor) and target.is_floating_point()
+            ce_ignore = None if dense else self.term(cross_entropy).ignore_index
             for key in groups:
                 activation, _, ignore_index = key
                 same_pixels = ignore_index == ce_ignore or (ignore_index is None and ce_ignore == _DEFAULT_IGNORE_INDEX)
                 if activation == "softmax" and same_pixels:
                     ce_group = key
                     break
+            else:  # no region term to share with: the fused kernels alone (torch's value, softseg's targets)
+                ce_group = ("softmax", 1, ce_ignore)
+                groups[ce_group] = []
         values = {}
         for key, members in groups.items():
             with_ce = key == ce_group
-            if len(members) + with_ce < 2:
+            if not with_ce and len(members) < 2:
                 continue  # nothing to share: the term runs on its own below
             activation, norm, ignore_index = key
             stats, ce_sums = fused_statistics(
-                input, target, activation=activation, norm=norm, ignore_index=ignore_index, cross_entropy=with_ce
+                input, target, activation=activation, norm=norm, ignore_index=ignore_index, mask=mask,
+                cross_entropy=with_ce,
             )
             for name in members:
                 term = self.term(name)
                 options = {k: v for k, v in term.options.items() if k not in _STATISTICS_OPTIONS}
                 values[name] = loss_from_statistics(stats, weight=term.weight, **options)
             if with_ce:
-                counted = _counted_ce_terms(input, target, activation=activation, ignore_index=ignore_index, mask=None)
+                counted = _counted_ce_terms(input, target, activation=activation, ignore_index=ignore_index, mask=mask)
                 # 0 (not NaN) when nothing counts, as region_ce_loss.
                 values[cross_entropy] = torch.where(counted > 0, ce_sums.sum() / counted.clamp_min(1), 0.0)
         for name in names:
-            if name not in values:
-                values[name] = self.term(name)(input, target)
+            if name in values:
+                continue
+            term = self.term(name)
+            if mask is None:
+                values[name] = term(input, target)
+            elif _accepts_mask(term):
+                values[name] = term(input, target, mask=mask)
+            else:
+                raise TypeError(f"term {name!r} takes no mask= argument, but a mask was given; "
+                                "use a loss that takes one (softseg's losses do)")
         return values
