@@ -1,7 +1,7 @@
 r"""Focal loss (Lin et al., ICCV 2017) that stays correct on soft targets: a function and a thin module.
 
 The classic focal loss of a hard label t is -(1 - p_t)^gamma log p_t. Its textbook extension to class
-probabilities y, -sum_c y_c (1 - p_c)^gamma log p_c (MONAI's, and softseg's until 0.1), is **not**
+probabilities y, -sum_c y_c (1 - p_c)^gamma log p_c (MONAI's, and softseg's first version), is **not**
 minimised at p = y: the factor (1 - p_c)^gamma pays the network to move away from a fractional target
 (``softseg audit``: 0.36 at the target, 0.31 one gradient step away with gamma = 2). softseg writes the
 focal loss as a function of one number, the divergence D of the prediction from the target:
