@@ -8,6 +8,7 @@ probabilities (B, C, H, W)) or ``"hard"`` (the majority vote, class indices (B, 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ from torch import Tensor
 import softseg
 from softseg.aggregation import aggregate
 from softseg.losses.compound import DiceCELoss, RegionCELoss
+from softseg.losses.recipes import ce_warmup_recipe, l2_to_l1_recipe
 from softseg.scores import tversky_index
 from softseg.statistics import product_statistics
 
@@ -71,6 +73,9 @@ def register_loss_configuration(
           name raises unless ``replace=True``.
         - ``target``: ``"soft"`` (averaged raters, float (B, C, H, W)) or ``"hard"`` (majority vote,
           int64 (B, H, W)).
+        - Staged losses: a ``build`` with a ``total_steps`` parameter gets the run's number of optimisation
+          steps (:func:`build_loss`); a loss with a ``step()`` method (:class:`softseg.CompoundLoss`) is
+          stepped after every optimisation step, and its ``weights`` go into the history.
 
     Example:
         >>> from softseg import TverskyLoss
@@ -153,8 +158,39 @@ def classic_dice_loss(input: Tensor, target: Tensor, *, activation: str = "softm
     return aggregate(stats, lambda s: 1 - tversky_index(s, alpha=0.5, beta=0.5))
 
 
+def build_loss(config: LossConfiguration, *, total_steps: int) -> LossFunction:
+    """``config.build()``, told the run's length when it takes ``total_steps`` (staged losses need it).
+
+    Convention:
+        - ``build`` is called with ``total_steps=`` (the run's number of optimisation steps, int >= 1) when
+          its signature has that parameter, else with no argument. A loss with a ``step()`` method (a
+          :class:`softseg.CompoundLoss`) is stepped after every optimisation step by the trainer, and its
+          ``weights`` are recorded in the history.
+
+    Example:
+        >>> loss = build_loss(LOSS_CONFIGURATIONS["ce-to-softseg-dice"], total_steps=100)
+        >>> loss.weights_at(0), loss.weights_at(100)
+        ({'ce': 1.0, 'region': 0.0}, {'ce': 0.0, 'region': 1.0})
+    """
+    try:
+        staged = "total_steps" in inspect.signature(config.build).parameters
+    except (TypeError, ValueError):  # a builtin or a class without an inspectable signature
+        staged = False
+    return config.build(total_steps=total_steps) if staged else config.build()
+
+
 def _cross_entropy() -> LossFunction:
     return F.cross_entropy  # index targets (majority vote) or class probabilities (averaged raters)
+
+
+def _ce_to_dice(total_steps: int = 1000) -> LossFunction:
+    # Cross-entropy for the first quarter, handed over to softseg's Dice over the middle half (cosine).
+    return ce_warmup_recipe(steps=max(total_steps // 2, 1), begin=total_steps // 4)
+
+
+def _l2_to_l1_dice(total_steps: int = 1000) -> LossFunction:
+    # The L2 Dice for the first quarter, handed over to the L1 Dice over the middle half (cosine).
+    return l2_to_l1_recipe(steps=max(total_steps // 2, 1), begin=total_steps // 4)
 
 
 def _jaccard_ce() -> LossFunction:
@@ -169,5 +205,7 @@ for _name, _build, _target, _description in (
     ("soft-ce", _cross_entropy, "soft", "cross-entropy on the averaged raters"),
     ("softseg-dice-ce", DiceCELoss, "soft", "softseg Dice + cross-entropy on the averaged raters"),
     ("dice-majority", softseg.DiceLoss, "hard", "softseg Dice on the majority vote"),
+    ("ce-to-softseg-dice", _ce_to_dice, "soft", "cross-entropy handed over to softseg Dice (staged), averaged raters"),
+    ("l2-to-l1-dice", _l2_to_l1_dice, "soft", "softseg Dice, L2 form handed over to L1 (staged), averaged raters"),
 ):
     register_loss_configuration(_name, _build, target=_target, description=_description)

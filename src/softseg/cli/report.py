@@ -209,7 +209,8 @@ def plot_learning_curves(path: Path, results: Sequence[RunResult]) -> None:
     """Training loss (each configuration in its own units) and test soft Dice against the epoch.
 
     Two panels: ``train_loss`` (log scale) and ``test_soft_dice`` of every result's history, one line per
-    configuration.
+    configuration; a third with each term's weight over training when a staged configuration (a
+    :class:`softseg.CompoundLoss`) recorded ``loss_weights``.
 
     Convention:
         - ``path``: the image file to write (format from its suffix, e.g. ``.png``; 110 dpi); ``results``:
@@ -228,14 +229,23 @@ def plot_learning_curves(path: Path, results: Sequence[RunResult]) -> None:
         >>> path.exists()
         True
     """
-    figure, (loss_axes, dice_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    for result in results:
+    staged = any("loss_weights" in h for result in results for h in result.history)
+    panels = 3 if staged else 2
+    figure, (loss_axes, dice_axes, *weight_axes) = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    for colour, result in enumerate(results):
         epochs = [h["epoch"] for h in result.history]
-        loss_axes.plot(epochs, [h["train_loss"] for h in result.history], label=result.config.name)
-        dice_axes.plot(epochs, [h["test_soft_dice"] for h in result.history], label=result.config.name)
+        for axes, key in ((loss_axes, "train_loss"), (dice_axes, "test_soft_dice")):
+            axes.plot(epochs, [h[key] for h in result.history], color=f"C{colour}", label=result.config.name)
+        terms = result.history[0].get("loss_weights", {}) if result.history else {}
+        for style, term in zip(("-", "--", ":", "-."), terms):  # staged losses: each term's weight over training
+            weights = [h["loss_weights"][term] for h in result.history]
+            weight_axes[0].plot(epochs, weights, style, color=f"C{colour}", label=f"{result.config.name}: {term}")
     loss_axes.set(xlabel="epoch", ylabel="training loss", title="training loss (own units)", yscale="log")
     dice_axes.set(xlabel="epoch", ylabel="soft Dice", title="test soft Dice vs averaged raters")
     dice_axes.legend()
+    if staged:
+        weight_axes[0].set(xlabel="epoch", ylabel="weight", title="loss weights of the staged configurations")
+        weight_axes[0].legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

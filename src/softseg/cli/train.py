@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from softseg import labels, metrics
-from softseg.cli.configs import LossConfiguration
+from softseg.cli.configs import LossConfiguration, build_loss
 from softseg.cli.dataset import MultiRaterData
 from softseg.cli.model import CompactUNet
 
@@ -212,6 +212,9 @@ def train_configuration(
           a run does not depend on the others.
         - The history records the mean training loss and the test soft Dice (foreground) after every epoch;
           ``seconds`` counts the optimisation steps only. A non-finite loss raises :class:`TrainingError`.
+        - Staged losses (:func:`softseg.cli.configs.build_loss`): built with the run's number of steps,
+          stepped after every optimisation step; their weights at the end of each epoch are in the history
+          as ``loss_weights`` ({term: weight}).
 
     Example:
         >>> from softseg.cli.configs import resolve_configurations
@@ -223,10 +226,11 @@ def train_configuration(
     """
     torch.manual_seed(settings.seed)
     model = CompactUNet(in_channels=split.train_images.shape[1], num_classes=split.num_classes, width=settings.width)
-    loss_fn = config.build()
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     steps_per_epoch = math.ceil(len(split.train_images) / settings.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
+    loss_fn = build_loss(config, total_steps=settings.epochs * steps_per_epoch)
+    loss_step = getattr(loss_fn, "step", None)  # staged losses (softseg.CompoundLoss) advance with training
     targets = split.train_soft if config.target == "soft" else split.train_hard
     order_generator = torch.Generator().manual_seed(settings.seed)
     history: list[dict[str, float]] = []
@@ -247,6 +251,8 @@ def train_configuration(
             loss.backward()
             optimizer.step()
             schedule.step()
+            if callable(loss_step):
+                loss_step()
             total += loss.item() * len(batch)
         seconds += time.perf_counter() - start
         probs = predict(model, split.test_images, settings.batch_size)
@@ -257,6 +263,8 @@ def train_configuration(
                 "test_soft_dice": float(metrics.soft_dice_score(probs, split.test_soft, include_background=False)),
             }
         )
+        if hasattr(loss_fn, "weights") and isinstance(loss_fn.weights, dict):  # a staged loss: its weights now
+            history[-1]["loss_weights"] = {name: float(w) for name, w in loss_fn.weights.items()}
         if on_epoch is not None:
             on_epoch(epoch)
     probs = predict(model, split.test_images, settings.batch_size)
