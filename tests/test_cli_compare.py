@@ -443,3 +443,24 @@ def test_a_loss_without_mask_stops_on_data_with_a_field_of_view(tmp_path, capsys
         LOSS_CONFIGURATIONS.pop("test-no-mask")
     assert "loss configuration 'test-no-mask' takes no mask= argument, but" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_fill_readme_copies_the_tables_and_the_time(default_run, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fill_readme.py"
+    spec = importlib.util.spec_from_file_location("fill_readme", script)
+    fill_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fill_readme)
+    _, out = default_run
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- quick:start -->\nold\n<!-- quick:end -->\ntail\n")
+    fill_readme.fill(readme, "quick", fill_readme.block(out))
+    text = readme.read_text()
+    assert "\nold\n" not in text and text.endswith("<!-- quick:end -->\ntail\n")
+    assert "| ce | hard |" in text and "| softseg-dice | " in text and "difference vs ce, p |" in text
+    seconds = json.loads((out / "summary.json").read_text())["settings"]["total seconds"]
+    assert f"({seconds} s;" in text and "on 1 threads), torch " in text
+    with pytest.raises(SystemExit, match="has no <!-- other:start -->"):
+        fill_readme.fill(readme, "other", "x")
