@@ -197,7 +197,10 @@ def test_out_must_not_be_a_file(tmp_path, capsys):
     assert f"--out must be a folder; {tmp_path / 'r'} exists and is a file" in capsys.readouterr().err
     assert main([*QUICK, "--out", str(tmp_path / "r" / "sub" / "report"), "--losses", "ce"]) == 2
     err = capsys.readouterr().err
-    assert err == f"softseg compare: error: --out {tmp_path / 'r' / 'sub' / 'report'} cannot be created: {tmp_path / 'r'} is a file, not a folder\n"
+    assert (
+        err == f"softseg compare: error: --out {tmp_path / 'r' / 'sub' / 'report'} cannot be created: "
+        f"{tmp_path / 'r'} is a file, not a folder\n"
+    )
 
 
 def test_argparse_rejects_non_positive_numbers(capsys):
@@ -263,7 +266,9 @@ def test_markdown_tables_format_intervals_and_p_values():
     assert lines[5].startswith("| loss | Dice vs majority: difference vs ce, p | Dice vs raters: difference vs ce, p |")
     assert lines[7] == "| softseg-dice |" + " -0.0100 [-0.0300, +0.0100], p = 4.0e-04 |" * 6
     single = {k: Interval(0.5, None, None, 1) for k in METRICS}
-    lines = markdown_tables([ConfigurationSummary(LOSS_CONFIGURATIONS["ce"], single, {}, 1.0, 1.0, None, 1)], baseline="ce")
+    lines = markdown_tables(
+        [ConfigurationSummary(LOSS_CONFIGURATIONS["ce"], single, {}, 1.0, 1.0, None, 1)], baseline="ce"
+    )
     assert lines.splitlines()[2] == "| ce | hard |" + " 0.5000 |" * 6 + " 1.0 |"
 
 
@@ -280,8 +285,14 @@ def test_help_texts(capsys):
     [
         (["--folds", "1"], "--folds must be at least 2 (k-fold cross-validation); got 1"),
         (["--folds", "7"], "--folds 7 is larger than the number of cases (6)"),
-        (["--baseline", "softseg-dice", "--losses", "ce"], "--baseline 'softseg-dice' is not among the configurations (ce)"),
-        (["--steps", "2", "--patch", "6"], "--patch must be a multiple of 4 (2 ** --depth: the network pools 2 times); got 6"),
+        (
+            ["--baseline", "softseg-dice", "--losses", "ce"],
+            "--baseline 'softseg-dice' is not among the configurations (ce)",
+        ),
+        (
+            ["--steps", "2", "--patch", "6"],
+            "--patch must be a multiple of 4 (2 ** --depth: the network pools 2 times); got 6",
+        ),
         (["--steps", "2", "--patch", "32"], "--patch 32 is larger than the images (16x16 at the working scale)"),
         (["--patch", "8"], "--patch needs --steps"),
         (["--steps", "2", "--epochs", "2"], "give --epochs or --steps, not both"),
@@ -362,8 +373,21 @@ def test_terminate_signal_ends_the_run_like_ctrl_c(tmp_path, capsys, monkeypatch
 
 def test_folds_seeds_baseline_and_plain_progress_lines(tmp_path, capsys):
     out = tmp_path / "r"
-    argv = [*QUICK, "--out", str(out), "--losses", "ce,softseg-dice", "--baseline", "softseg-dice",
-            "--folds", "3", "--seeds", "2", "--seed", "5"]
+    argv = [
+        *QUICK,
+        "--out",
+        str(out),
+        "--losses",
+        "ce,softseg-dice",
+        "--baseline",
+        "softseg-dice",
+        "--folds",
+        "3",
+        "--seeds",
+        "2",
+        "--seed",
+        "5",
+    ]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     progress = [line for line in lines if " fold " in line]
@@ -384,7 +408,8 @@ def test_folds_seeds_baseline_and_plain_progress_lines(tmp_path, capsys):
     for row in rows:
         per_case.setdefault((row["loss"], row["case"]), []).append(float(row["brier"]))
     differences = [
-        sum(per_case[("ce", case)]) / 2 - sum(per_case[("softseg-dice", case)]) / 2 for case in sorted({c for _, c in per_case})
+        sum(per_case[("ce", case)]) / 2 - sum(per_case[("softseg-dice", case)]) / 2
+        for case in sorted({c for _, c in per_case})
     ]
     assert payload["results"]["ce"]["paired"]["brier"]["mean"] == pytest.approx(sum(differences) / 6)
 
@@ -394,14 +419,38 @@ def test_steps_on_a_drive_layout_with_field_of_view(tmp_path, capsys):
 
     drive = write_drive(tmp_path / "drive", cases=4, size=(16, 20))
     out = tmp_path / "r"
-    argv = ["compare", "--data", str(drive), "--out", str(out), "--threads", "1", "--losses", "ce,softseg-dice,classic-dice",
-            "--folds", "2", "--steps", "6", "--patch", "8", "--batch-size", "2", "--width", "4", "--evaluations", "3",
-            "--hard-target", "random-rater"]
+    argv = [
+        "compare",
+        "--data",
+        str(drive),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--losses",
+        "ce,softseg-dice,classic-dice",
+        "--folds",
+        "2",
+        "--steps",
+        "6",
+        "--patch",
+        "8",
+        "--batch-size",
+        "2",
+        "--width",
+        "4",
+        "--evaluations",
+        "3",
+        "--hard-target",
+        "random-rater",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "DRIVE test set layout in" in printed and "green channel, scale 1, with field of view" in printed
     payload = json.loads((out / "summary.json").read_text())
-    assert payload["settings"]["training"] == "6 steps of 2 crops of 8x8" and payload["settings"]["field of view"] is True
+    assert (
+        payload["settings"]["training"] == "6 steps of 2 crops of 8x8" and payload["settings"]["field of view"] is True
+    )
     history = payload["runs"][0]["history"]
     assert [h["step"] for h in history] == [2, 4, 6] and "epoch" not in history[0]
     assert payload["results"]["ce"]["metrics"]["dice_raters"]["n"] == 4
@@ -419,14 +468,18 @@ def test_one_rater_is_said_and_run(tmp_path, capsys):
     argv = [*QUICK, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r"), "--losses", "ce,soft-ce"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "note: the data has one rater: the averaged raters equal its mask, so soft and hard targets coincide" in printed
+    assert (
+        "note: the data has one rater: the averaged raters equal its mask, so soft and hard targets coincide" in printed
+    )
     assert "real images want --steps N --patch P" in printed
     notes = json.loads((tmp_path / "r" / "summary.json").read_text())["notes"]
     assert notes[0].startswith("the data has one rater")
     # One rater: cross-entropy on the soft target is cross-entropy on the hard one, step for step.
     results = _results(tmp_path / "r")
     for key in METRICS:
-        assert results["soft-ce"]["metrics"][key]["mean"] == pytest.approx(results["ce"]["metrics"][key]["mean"], abs=1e-6)
+        assert results["soft-ce"]["metrics"][key]["mean"] == pytest.approx(
+            results["ce"]["metrics"][key]["mean"], abs=1e-6
+        )
 
 
 def test_a_loss_without_mask_stops_on_data_with_a_field_of_view(tmp_path, capsys):
@@ -436,8 +489,15 @@ def test_a_loss_without_mask_stops_on_data_with_a_field_of_view(tmp_path, capsys
         "test-no-mask", lambda: torch.nn.functional.cross_entropy, target="hard", description="takes no mask"
     )
     try:
-        argv = ["compare", "--data", str(write_drive(tmp_path / "d", cases=2)), "--out", str(tmp_path / "r"),
-                "--losses", "test-no-mask"]
+        argv = [
+            "compare",
+            "--data",
+            str(write_drive(tmp_path / "d", cases=2)),
+            "--out",
+            str(tmp_path / "r"),
+            "--losses",
+            "test-no-mask",
+        ]
         assert main(argv) == 2
     finally:
         LOSS_CONFIGURATIONS.pop("test-no-mask")

@@ -65,13 +65,17 @@ def test_generic_layout_is_still_recognised(tmp_path):
     loaded = load_data(tmp_path)
     assert loaded.layout.name == "generic" and loaded.channel == "gray" and loaded.data.num_classes == 3
     with pytest.raises(DataError, match=r"--channel green needs colour images; .*rater1.png has one channel"):
-        load_cases([CaseFiles("a", tmp_path / "masks" / "a" / "rater1.png", (tmp_path / "masks" / "a" / "rater1.png",))],
-                   channel="green")
+        load_cases(
+            [CaseFiles("a", tmp_path / "masks" / "a" / "rater1.png", (tmp_path / "masks" / "a" / "rater1.png",))],
+            channel="green",
+        )
 
 
 def test_unknown_layout_lists_the_known_ones(tmp_path):
     (tmp_path / "photos").mkdir()
-    with pytest.raises(DataError, match=r"--data .*: unknown layout; expected one of: CHASE_DB1 \(Image_01L.jpg.*STARE.*DRIVE.*generic"):
+    with pytest.raises(
+        DataError, match=r"--data .*: unknown layout; expected one of: CHASE_DB1 \(Image_01L.jpg.*STARE.*DRIVE.*generic"
+    ):
         detect_layout(tmp_path)
     with pytest.raises(DataError, match="does not exist or is not a folder"):
         load_data(tmp_path / "absent")
@@ -94,7 +98,9 @@ def test_missing_files_are_named_before_anything_is_decoded(tmp_path):
 
     stare = write_stare(tmp_path / "stare", cases=2)
     (stare / "labels-vk" / "im0002.vk.ppm.gz").unlink()
-    with pytest.raises(DataError, match=r"missing .*labels-vk/im0002.vk.ppm \(or im0002.vk.ppm.gz\), needed by labels-ah/im0002"):
+    with pytest.raises(
+        DataError, match=r"missing .*labels-vk/im0002.vk.ppm \(or im0002.vk.ppm.gz\), needed by labels-ah/im0002"
+    ):
         load_data(stare)
 
     drive = write_drive(tmp_path / "drive", cases=2)
@@ -111,10 +117,14 @@ def test_missing_files_are_named_before_anything_is_decoded(tmp_path):
 def test_mismatched_and_bad_masks_are_named(tmp_path):
     chase = write_chase(tmp_path / "chase", cases=2)
     _rgb(chase / "Image_01R_2ndHO.png", np.zeros((16, 18)))
-    with pytest.raises(DataError, match=r"Image_01R_2ndHO.png has size \(16, 18\), but its image .*Image_01R.jpg has \(16, 20\)"):
+    with pytest.raises(
+        DataError, match=r"Image_01R_2ndHO.png has size \(16, 18\), but its image .*Image_01R.jpg has \(16, 20\)"
+    ):
         load_data(chase)
     _rgb(chase / "Image_01R_2ndHO.png", np.full((16, 20), 128))
-    with pytest.raises(DataError, match=r"Image_01R_2ndHO.png must be a binary mask \(values 0 and 255, or 0 and 1\); found values 128"):
+    with pytest.raises(
+        DataError, match=r"Image_01R_2ndHO.png must be a binary mask \(values 0 and 255, or 0 and 1\); found values 128"
+    ):
         load_data(chase)
     _rgb(chase / "Image_01R.jpg", np.zeros((12, 20, 3)))
     with pytest.raises(DataError, match=r"Image_01R.jpg has size \(12, 20\), but .*Image_01L.jpg has \(16, 20\)"):

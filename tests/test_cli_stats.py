@@ -26,13 +26,15 @@ def test_mean_interval_equals_scipys_one_sample_t_interval(values):
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(finite, finite), min_size=2, max_size=30))
 def test_paired_comparison_equals_scipys_paired_t_interval_and_wilcoxon(pairs):
-    values, baseline = (list(column) for column in zip(*pairs))
+    values, baseline = (list(column) for column in zip(*pairs, strict=True))
     result = paired_comparison(values, baseline)
     differences = np.subtract(values, baseline)
     assert result.difference.mean == pytest.approx(differences.mean(), abs=1e-12)
     if np.std(differences) > 1e-6:
         reference = stats.ttest_rel(values, baseline).confidence_interval(0.95)
-        assert (result.difference.low, result.difference.high) == pytest.approx((reference.low, reference.high), abs=1e-9)
+        assert (result.difference.low, result.difference.high) == pytest.approx(
+            (reference.low, reference.high), abs=1e-9
+        )
     if np.any(differences):
         assert result.p_value == pytest.approx(stats.wilcoxon(differences).pvalue)
     else:

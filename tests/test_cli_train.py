@@ -95,10 +95,11 @@ def test_every_configuration_sees_the_same_augmented_batches(seen_images):
     for target in ("hard", "soft"):
         train_run(_configuration(target, recorders), data, fold, settings, run_seed=7)
     hard_images, soft_images = seen_images[:12], seen_images[12:]
-    assert len(seen_images) == 24 and all(torch.equal(a, b) for a, b in zip(hard_images, soft_images))
+    assert len(seen_images) == 24 and all(torch.equal(a, b) for a, b in zip(hard_images, soft_images, strict=True))
     # The crops are augmented together with their targets: the target is still the sign of the image.
-    for images, hard, soft in zip(hard_images, recorders[0].targets, recorders[1].targets):
+    for images, hard, soft in zip(hard_images, recorders[0].targets, recorders[1].targets, strict=True):
         assert torch.equal(hard, (images[:, 0] > 0).long()) and torch.equal(soft[:, 1], (images[:, 0] > 0).float())
+
     # Some crops are flipped or turned: they match a transformed crop of a training image but no plain one.
     def placements(sample, transforms):
         found = 0
@@ -127,8 +128,12 @@ def test_hard_targets_majority_rater1_and_random_rater():
         train_run(_configuration("hard", recorders), data, fold, settings, run_seed=0)
         chosen = []
         for target in recorders[0].targets:
-            case = next(c for c in fold.train.tolist() if any(torch.equal(target[0], raters[c, r]) for r in range(3))
-                        or torch.equal(target[0], data.majority[c]))
+            case = next(
+                c
+                for c in fold.train.tolist()
+                if any(torch.equal(target[0], raters[c, r]) for r in range(3))
+                or torch.equal(target[0], data.majority[c])
+            )
             if hard_target == "majority":
                 assert torch.equal(target[0], data.majority[case])
             matches = [r for r in range(3) if torch.equal(target[0], raters[case, r])]
@@ -211,6 +216,8 @@ def test_default_embedded_run_matches_a_direct_training():
             optimizer.step()
             schedule.step()
     probs = train_module.predict(model, data.images[fold.test], 2)
-    expected = case_metrics(probs[0], data.soft[fold.test[0]], data.majority[fold.test[0]], data.raters[fold.test[0]], None)
+    expected = case_metrics(
+        probs[0], data.soft[fold.test[0]], data.majority[fold.test[0]], data.raters[fold.test[0]], None
+    )
     assert result.case_metrics["soft_dice"][0] == pytest.approx(expected["soft_dice"], abs=1e-6)
     assert isinstance(data, TrainingData)

@@ -19,18 +19,23 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from softseg.cli import plots, report
 from softseg.cli.common import CommandError, make_console
-from softseg.cli.configs import LOSS_CONFIGURATIONS, accepts_mask, resolve_configurations
-from softseg.cli.dataset import generate_multirater
+from softseg.cli.configs import LOSS_CONFIGURATIONS, LossConfiguration, accepts_mask, resolve_configurations
+from softseg.cli.dataset import MultiRaterData, generate_multirater
 from softseg.cli.datasets import LAYOUTS, load_data
 from softseg.cli.images import CHANNELS, DataError
 from softseg.cli.train import (
     HARD_TARGETS,
+    Fold,
+    RunResult,
+    TrainingData,
     TrainingError,
     TrainSettings,
     make_folds,
@@ -152,11 +157,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="working scale of --data images, in (0, 1]: images by area, masks by area then 0.5 (default 1)",
     )
     default = PRESETS["default"]
-    data.add_argument("--raters", metavar="N", type=_positive_int, help=f"raters per image, embedded data (default {default['raters']})")
     data.add_argument(
-        "--size", metavar="N", type=_positive_int, help=f"image side, embedded data, a multiple of 2 ** depth (default {default['size']})"
+        "--raters",
+        metavar="N",
+        type=_positive_int,
+        help=f"raters per image, embedded data (default {default['raters']})",
     )
-    data.add_argument("--images", metavar="N", type=_positive_int, help=f"number of images, embedded data (default {default['images']})")
+    data.add_argument(
+        "--size",
+        metavar="N",
+        type=_positive_int,
+        help=f"image side, embedded data, a multiple of 2 ** depth (default {default['size']})",
+    )
+    data.add_argument(
+        "--images",
+        metavar="N",
+        type=_positive_int,
+        help=f"number of images, embedded data (default {default['images']})",
+    )
 
     design = parser.add_argument_group("comparison")
     design.add_argument(
@@ -164,7 +182,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="NAME[,NAME]",
         help="configurations to compare (default: ce,classic-dice,softseg-dice,softseg-jaccard-ce)",
     )
-    design.add_argument("--baseline", metavar="NAME", help="configuration the others are compared with (default: the first)")
+    design.add_argument(
+        "--baseline", metavar="NAME", help="configuration the others are compared with (default: the first)"
+    )
     design.add_argument(
         "--hard-target",
         choices=HARD_TARGETS,
@@ -192,19 +212,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="import MODULE first (it may register loss configurations); repeatable",
     )
     design.add_argument(
-        "--out", type=Path, default=Path("softseg-report"), metavar="DIR", help="report folder (default: ./softseg-report)"
+        "--out",
+        type=Path,
+        default=Path("softseg-report"),
+        metavar="DIR",
+        help="report folder (default: ./softseg-report)",
     )
 
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", metavar="N", type=_positive_int, help=f"train by epochs of whole images (default {default['epochs']})")
     training.add_argument(
-        "--steps", metavar="N", type=_positive_int, help="train by N optimisation steps on augmented crops instead of epochs"
+        "--epochs",
+        metavar="N",
+        type=_positive_int,
+        help=f"train by epochs of whole images (default {default['epochs']})",
     )
     training.add_argument(
-        "--patch", metavar="P", type=_positive_int, help="with --steps: random P x P crops, a multiple of 2 ** depth (default: whole images)"
+        "--steps",
+        metavar="N",
+        type=_positive_int,
+        help="train by N optimisation steps on augmented crops instead of epochs",
     )
     training.add_argument(
-        "--evaluations", metavar="N", type=_positive_int, default=10, help="with --steps: monitoring points (default 10)"
+        "--patch",
+        metavar="P",
+        type=_positive_int,
+        help="with --steps: random P x P crops, a multiple of 2 ** depth (default: whole images)",
+    )
+    training.add_argument(
+        "--evaluations",
+        metavar="N",
+        type=_positive_int,
+        default=10,
+        help="with --steps: monitoring points (default 10)",
     )
     training.add_argument(
         "--converge-tol",
@@ -212,16 +251,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="T",
         type=_tolerance,
         default=CONVERGENCE_TOLERANCE,
-        help=f"warn when the test soft Dice rose by more than T over the last tenth of training (default {CONVERGENCE_TOLERANCE})",
+        help="warn when the test soft Dice rose by more than T over the last tenth of training "
+        f"(default {CONVERGENCE_TOLERANCE})",
     )
-    training.add_argument("--batch-size", metavar="N", type=_positive_int, help=f"batch size (default {default['batch_size']})")
     training.add_argument(
-        "--lr", dest="learning_rate", metavar="RATE", type=_positive_float, help=f"Adam learning rate (default {default['learning_rate']})"
+        "--batch-size", metavar="N", type=_positive_int, help=f"batch size (default {default['batch_size']})"
     )
-    training.add_argument("--width", metavar="N", type=_positive_int, help=f"channels of the network's first level (default {default['width']})")
-    training.add_argument("--depth", metavar="N", type=_positive_int, help=f"pooling levels of the network (default {default['depth']})")
-    training.add_argument("--threads", metavar="N", type=_positive_int, default=2, help="CPU threads for torch (default 2)")
-    training.add_argument("--quick", action="store_true", help="tiny configuration that runs in seconds (tests, smoke checks)")
+    training.add_argument(
+        "--lr",
+        dest="learning_rate",
+        metavar="RATE",
+        type=_positive_float,
+        help=f"Adam learning rate (default {default['learning_rate']})",
+    )
+    training.add_argument(
+        "--width",
+        metavar="N",
+        type=_positive_int,
+        help=f"channels of the network's first level (default {default['width']})",
+    )
+    training.add_argument(
+        "--depth", metavar="N", type=_positive_int, help=f"pooling levels of the network (default {default['depth']})"
+    )
+    training.add_argument(
+        "--threads", metavar="N", type=_positive_int, default=2, help="CPU threads for torch (default 2)"
+    )
+    training.add_argument(
+        "--quick", action="store_true", help="tiny configuration that runs in seconds (tests, smoke checks)"
+    )
     parser.set_defaults(run=_run)
     return parser
 
@@ -237,9 +294,8 @@ def _settings(args: argparse.Namespace) -> dict:
         for key in EMBEDDED_ONLY:
             resolved.pop(key)
     else:
-        for option in ("channel",):
-            if getattr(args, option) is not None:
-                raise CommandError(f"--{option} applies to --data only")
+        if args.channel is not None:
+            raise CommandError("--channel applies to --data only")
         if args.scale != 1.0:
             raise CommandError("--scale applies to --data only")
         if resolved["size"] % multiple:
@@ -250,16 +306,17 @@ def _settings(args: argparse.Namespace) -> dict:
         if resolved["images"] < 2:
             raise CommandError(f"--images must be at least 2 (one to train on, one to test); got {resolved['images']}")
     if args.folds is not None and args.folds < 2:
-        raise CommandError(f"--folds must be at least 2 (k-fold cross-validation); got {args.folds} (leave it out for one split)")
+        raise CommandError(
+            f"--folds must be at least 2 (k-fold cross-validation); got {args.folds} (leave it out for one split)"
+        )
     if args.steps is not None and args.epochs is not None:
         raise CommandError("give --epochs or --steps, not both")
-    if args.steps is None:
-        for option in ("patch",):
-            if getattr(args, option) is not None:
-                raise CommandError(f"--{option} needs --steps (training on crops counts steps, not epochs)")
+    if args.steps is None and args.patch is not None:
+        raise CommandError("--patch needs --steps (training on crops counts steps, not epochs)")
     if args.patch is not None and args.patch % multiple:
         raise CommandError(
-            f"--patch must be a multiple of {multiple} (2 ** --depth: the network pools {resolved['depth']} times); got {args.patch}"
+            f"--patch must be a multiple of {multiple} (2 ** --depth: the network pools {resolved['depth']} times); "
+            f"got {args.patch}"
         )
     return resolved
 
@@ -299,21 +356,45 @@ def _run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _load(args: argparse.Namespace, settings: dict):
-    """The data, a one-line description of it and the settings it implies for the report."""
+def _load(args: argparse.Namespace, settings: dict) -> tuple[MultiRaterData, str, dict]:
+    """The data, a one-line description of it and what the report says about it."""
     if args.data is None:
+        source = f"embedded multi-rater data (seed {args.seed})"
         data = generate_multirater(settings["images"], size=settings["size"], raters=settings["raters"], seed=args.seed)
-        return data, f"embedded multi-rater data (seed {args.seed})", {"data": f"embedded multi-rater data (seed {args.seed})"}
+        return data, source, {"data": source}
     loaded = load_data(args.data, channel=args.channel, scale=args.scale)
     fov = "with" if loaded.data.fov is not None else "without"
-    source = f"{loaded.layout.name} layout in {args.data} ({loaded.channel} channel, scale {args.scale:g}, {fov} field of view)"
-    return loaded.data, source, {"data": str(args.data), "layout": loaded.layout.name, "channel": loaded.channel,
-                                 "scale": args.scale, "field of view": loaded.data.fov is not None}
+    source = (
+        f"{loaded.layout.name} layout in {args.data} "
+        f"({loaded.channel} channel, scale {args.scale:g}, {fov} field of view)"
+    )
+    described = {
+        "data": str(args.data),
+        "layout": loaded.layout.name,
+        "channel": loaded.channel,
+        "scale": args.scale,
+        "field of view": loaded.data.fov is not None,
+    }
+    return loaded.data, source, described
 
 
-def _compare(args: argparse.Namespace) -> int:
-    started, cpu_started = time.perf_counter(), time.process_time()  # data, training, evaluation and report
-    console = make_console()
+class _Plan(NamedTuple):
+    """Everything checked and decided before the first training step."""
+
+    configs: list[LossConfiguration]
+    baseline: str
+    data: TrainingData
+    folds: list[Fold]
+    seeds: list[int]
+    train: TrainSettings
+    run_steps: dict[int, int]
+    notes: list[str]
+    described: dict
+    headline: str
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """Check every option and read the data; raises :class:`CommandError` before any training."""
     settings = _settings(args)
     _check_out(args.out)
     for module in args.imports:
@@ -327,9 +408,9 @@ def _compare(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     baseline = args.baseline if args.baseline is not None else configs[0].name
     if baseline not in [c.name for c in configs]:
-        raise CommandError(f"--baseline {baseline!r} is not among the configurations ({', '.join(c.name for c in configs)})")
-    torch.set_num_threads(args.threads)
-
+        raise CommandError(
+            f"--baseline {baseline!r} is not among the configurations ({', '.join(c.name for c in configs)})"
+        )
     try:
         raw, source, described = _load(args, settings)
         data = prepare_data(raw)
@@ -360,22 +441,21 @@ def _compare(args: argparse.Namespace) -> int:
     )
     if args.steps is not None:
         settings.pop("epochs")
+    run_steps = {fold.number: total_steps(train, len(fold.train)) for fold in folds}
     notes = []
     if data.raters.shape[1] == 1:
         notes.append("the data has one rater: the averaged raters equal its mask, so soft and hard targets coincide")
-    run_steps = {fold.number: total_steps(train, len(fold.train)) for fold in folds}
     if args.data is not None and args.steps is None and max(run_steps.values()) < FEW_STEPS:
         notes.append(
             f"{train.epochs} epochs of whole images make only {max(run_steps.values())} optimisation steps per run; "
             "real images want --steps N --patch P (thousands of augmented crops)"
         )
     seeds = [args.seed + s for s in range(args.seeds)]
-    training = (
-        f"{train.steps} steps of {train.batch_size} crops of {train.patch or 'whole'}"
-        + (f"x{train.patch}" if train.patch else " images")
-        if train.steps
-        else f"{train.epochs} epochs"
-    )
+    if train.steps is None:
+        training = f"{train.epochs} epochs"
+    else:
+        crops = f"crops of {train.patch}x{train.patch}" if train.patch else "whole images"
+        training = f"{train.steps} steps of {train.batch_size} {crops}"
     split = f"{len(folds)} folds" if args.folds else f"{len(folds[0].train)} train, {len(folds[0].test)} test cases"
     described.update(
         {
@@ -395,50 +475,65 @@ def _compare(args: argparse.Namespace) -> int:
             "machine": f"{platform.machine()}, {platform.system()}",
         }
     )
-    console.print(
+    headline = (
         f"softseg compare: {source}; {len(data.names)} cases of {height}x{width}; {data.raters.shape[1]} raters; "
-        f"{data.num_classes} classes; {split} x {len(seeds)} seed(s); {training}",
-        highlight=False, soft_wrap=True,
+        f"{data.num_classes} classes; {split} x {len(seeds)} seed(s); {training}"
     )
-    for note in notes:
-        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    return _Plan(configs, baseline, data, folds, seeds, train, run_steps, notes, described, headline)
 
-    results = []
+
+def _compare(args: argparse.Namespace) -> int:
+    started, cpu_started = time.perf_counter(), time.process_time()  # data, training, evaluation and report
+    console = make_console()
+    torch.set_num_threads(args.threads)
+    plan = _plan(args)
+    console.print(plan.headline, highlight=False, soft_wrap=True)
+    for note in plan.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    results: list[RunResult] = []
+    compared = len(plan.configs) > 1
     try:
         with report.atomic_folder(args.out) as folder:
-            _train_all(console, configs, data, folds, seeds, train, run_steps, results)
-            summaries = report.summarise(results, configs, baseline=baseline)
+            _train_all(console, plan, results)
+            summaries = report.summarise(results, plan.configs, baseline=plan.baseline)
             warnings = report.convergence_warnings(summaries, tolerance=args.converge_tol)
             plots.plot_one_pixel(folder / "one_pixel_loss.png")
             plots.plot_learning_curves(folder / "learning_curves.png", results)
             plots.plot_reliability(folder / "reliability.png", results, summaries)
-            if len(configs) > 1:
-                plots.plot_paired_differences(folder / "paired_differences.png", results, configs, baseline=baseline)
+            if compared:
+                plots.plot_paired_differences(
+                    folder / "paired_differences.png", results, plan.configs, baseline=plan.baseline
+                )
+            described = plan.described
             described["total seconds"] = round(time.perf_counter() - started, 1)
-            described["total CPU seconds"] = round(time.process_time() - cpu_started, 1)  # all threads; shows contention
+            described["total CPU seconds"] = round(
+                time.process_time() - cpu_started, 1
+            )  # all threads; shows contention
+            notes = [*plan.notes, *(f"warning: {w}" for w in warnings)]
             report.write_tables(
-                folder, summaries, results, described, baseline=baseline, names=data.names,
-                notes=[*notes, *(f"warning: {w}" for w in warnings)],
+                folder, summaries, results, described, baseline=plan.baseline, names=plan.data.names, notes=notes
             )
     except OSError as error:
         raise CommandError(f"--out {args.out}: cannot write the report: {error}") from error
-    for table in report.rich_tables(summaries, baseline=baseline, cases=summaries[0].metrics["soft_dice"].n):
+    for table in report.rich_tables(summaries, baseline=plan.baseline, cases=summaries[0].metrics["soft_dice"].n):
         console.print(table)
     for warning in warnings:
         console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
-    figures = "learning_curves.png, reliability.png, " + ("paired_differences.png, " if len(configs) > 1 else "")
-    console.print(f"report in {args.out}/: summary.md|csv|json, cases.csv, {figures}one_pixel_loss.png", highlight=False, soft_wrap=True)
-    console.print(
-        f"{described['total seconds']} s in all, {described['total CPU seconds']} s of CPU time on {args.threads} threads",
-        highlight=False, soft_wrap=True,
+    figures = "learning_curves.png, reliability.png, " + ("paired_differences.png, " if compared else "")
+    lines = (
+        f"report in {args.out}/: summary.md|csv|json, cases.csv, {figures}one_pixel_loss.png",
+        f"{described['total seconds']} s in all, "
+        f"{described['total CPU seconds']} s of CPU time on {args.threads} threads",
     )
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
     return 0
 
 
-def _train_all(console, configs, data, folds, seeds, train, run_steps, results) -> None:
+def _train_all(console: Console, plan: _Plan, results: list[RunResult]) -> None:
     """Every configuration on every fold with every seed; progress bars in a terminal, else one line per run."""
-    runs = [(fold, seed, config) for fold in folds for seed in seeds for config in configs]
-    per_config = sum(run_steps[fold.number] for fold in folds) * len(seeds)
+    runs = [(fold, seed, config) for fold in plan.folds for seed in plan.seeds for config in plan.configs]
+    per_config = sum(plan.run_steps[fold.number] for fold in plan.folds) * len(plan.seeds)
     started = time.perf_counter()
     columns = (
         TextColumn("{task.description:<20}"),
@@ -449,7 +544,7 @@ def _train_all(console, configs, data, folds, seeds, train, run_steps, results) 
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        tasks = {c.name: progress.add_task(c.name, total=per_config) for c in configs}
+        tasks = {c.name: progress.add_task(c.name, total=per_config) for c in plan.configs}
         done_steps = dict.fromkeys(tasks, 0)
         for index, (fold, seed, config) in enumerate(runs, 1):
             task = tasks[config.name]
@@ -457,20 +552,25 @@ def _train_all(console, configs, data, folds, seeds, train, run_steps, results) 
             offset = done_steps[config.name]
             try:
                 result = train_run(
-                    config, data, fold, train, run_seed=seed,
+                    config,
+                    plan.data,
+                    fold,
+                    plan.train,
+                    run_seed=seed,
                     on_step=lambda step, t=task, o=offset: progress.update(t, completed=o + step),
                 )
             except TrainingError as error:
                 raise CommandError(str(error)) from error
             except (RuntimeError, ValueError, TypeError) as error:  # e.g. a registered loss rejects its target
                 raise CommandError(f"loss configuration {config.name!r} failed: {error}") from error
-            done_steps[config.name] += run_steps[fold.number]
+            done_steps[config.name] += plan.run_steps[fold.number]
             results.append(result)
             if not console.is_terminal:
                 elapsed = time.perf_counter() - started
                 left = elapsed / index * (len(runs) - index)
                 print(
-                    f"{config.name} fold {fold.number}/{len(folds)} seed {seed}: {time.perf_counter() - run_started:.1f} s; "
+                    f"{config.name} fold {fold.number}/{len(plan.folds)} seed {seed}: "
+                    f"{time.perf_counter() - run_started:.1f} s; "
                     f"run {index}/{len(runs)}, elapsed {_duration(elapsed)}, about {_duration(left)} left",
                     flush=True,
                 )

@@ -118,7 +118,10 @@ def _drive_files(folder: Path) -> list[CaseFiles]:
     for sub in ("images", "1st_manual", "2nd_manual", "mask"):
         if not (root / sub).is_dir():
             hint = " (DRIVE's second observer comes with the test set only)" if sub == "2nd_manual" else ""
-            raise DataError(f"missing folder {root / sub}: the DRIVE test set needs images/, 1st_manual/, 2nd_manual/ and mask/{hint}")
+            raise DataError(
+                f"missing folder {root / sub}: the DRIVE test set needs images/, 1st_manual/, 2nd_manual/ "
+                f"and mask/{hint}"
+            )
     numbers = sorted(m.group(1) for n in _names(root / "images") if (m := DRIVE_IMAGE.match(n)))
     if not numbers:
         raise DataError(f"no images in {root / 'images'}: expected files named 01_test.tif, 02_test.tif, ...")
@@ -151,7 +154,8 @@ LAYOUTS = (
     ),
     Layout(
         "DRIVE test set",
-        "test/images/01_test.tif, test/1st_manual/01_manual1.gif, test/2nd_manual/01_manual2.gif, test/mask/01_test_mask.gif",
+        "test/images/01_test.tif, test/1st_manual/01_manual1.gif, test/2nd_manual/01_manual2.gif, "
+        "test/mask/01_test_mask.gif",
         "green",
         lambda folder: (_drive_root(folder) / "1st_manual").is_dir() or (_drive_root(folder) / "2nd_manual").is_dir(),
         _drive_files,

@@ -96,7 +96,8 @@ def generic_case_files(folder: str | Path) -> list[CaseFiles]:
         >>> import tempfile
         >>> root = Path(tempfile.mkdtemp())
         >>> (root / "images").mkdir(); (root / "masks" / "c1").mkdir(parents=True)
-        >>> _ = (root / "images" / "c1.png").write_bytes(b""); _ = (root / "masks" / "c1" / "rater1.png").write_bytes(b"")
+        >>> _ = (root / "images" / "c1.png").write_bytes(b"")
+        >>> _ = (root / "masks" / "c1" / "rater1.png").write_bytes(b"")
         >>> [(case.name, case.image.name, [p.name for p in case.raters]) for case in generic_case_files(root)]
         [('c1', 'c1.png', ['rater1.png'])]
     """

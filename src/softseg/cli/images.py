@@ -315,14 +315,17 @@ def load_cases(cases: Sequence[CaseFiles], *, channel: str = "gray", scale: floa
                 "every case needs the same raters"
             )
         if (case.fov is not None) != has_fov:
-            raise DataError(f"case {case.name!r} {'lacks' if has_fov else 'has'} a field-of-view mask, unlike {cases[0].name!r}")
+            raise DataError(
+                f"case {case.name!r} {'lacks' if has_fov else 'has'} a field-of-view mask, unlike {cases[0].name!r}"
+            )
         image = read_image(Path(case.image), channel=channel)
         size = tuple(image.shape[-2:])
         if reference is None:
             reference = (case, size)
         elif size != reference[1]:
             raise DataError(
-                f"{case.image} has size {size}, but {reference[0].image} has {reference[1]}; all images must share one size"
+                f"{case.image} has size {size}, but {reference[0].image} has {reference[1]}; "
+                "all images must share one size"
             )
         named = [(Path(p), case.mask_kind) for p in case.raters] + ([(Path(case.fov), "binary")] if has_fov else [])
         decoded = []

@@ -61,8 +61,13 @@ def plot_learning_curves(path: Path, results: Sequence[RunResult]) -> None:
     for colour, (name, runs) in enumerate(_runs_by_configuration(results).items()):
         for axes, key in ((loss_axes, "train_loss"), (dice_axes, MONITOR)):
             for run in runs:
-                axes.plot([h[axis_key] for h in run.history], [h[key] for h in run.history], color=f"C{colour}",
-                          alpha=0.25, linewidth=0.8)
+                axes.plot(
+                    [h[axis_key] for h in run.history],
+                    [h[key] for h in run.history],
+                    color=f"C{colour}",
+                    alpha=0.25,
+                    linewidth=0.8,
+                )
             length = min(len(run.history) for run in runs)
             mean = [np.mean([run.history[i][key] for run in runs]) for i in range(length)]
             axes.plot([h[axis_key] for h in runs[0].history[:length]], mean, color=f"C{colour}", label=name)
@@ -90,7 +95,8 @@ def plot_reliability(path: Path, results: Sequence[RunResult], summaries: Sequen
         >>> from softseg.cli.stats import Interval
         >>> sums = (torch.tensor([0.0, 2.0]), torch.tensor([0.0, 1.5]), torch.tensor([0.0, 1.0]))
         >>> result = RunResult(LOSS_CONFIGURATIONS["ce"], 1, 0, [], {}, (0,), 1.0, 1.0, sums)
-        >>> summary = ConfigurationSummary(LOSS_CONFIGURATIONS["ce"], {"ece": Interval(0.1, None, None, 1)}, {}, 1.0, 1.0, None, 1)
+        >>> ece = {"ece": Interval(0.1, None, None, 1)}
+        >>> summary = ConfigurationSummary(LOSS_CONFIGURATIONS["ce"], ece, {}, 1.0, 1.0, None, 1)
         >>> path = Path(tempfile.mkdtemp()) / "reliability.png"
         >>> plot_reliability(path, [result], [summary])
         >>> path.exists()
@@ -99,14 +105,26 @@ def plot_reliability(path: Path, results: Sequence[RunResult], summaries: Sequen
     grouped = _runs_by_configuration(results)
     figure, axes = plt.subplots(1, len(summaries), figsize=(3.2 * len(summaries), 3.4), squeeze=False)
     for axis, summary in zip(axes[0], summaries, strict=True):
-        count, confidence, accuracy = (sum(parts) for parts in zip(*(r.reliability for r in grouped[summary.config.name])))
+        count, confidence, accuracy = (
+            sum(parts) for parts in zip(*(r.reliability for r in grouped[summary.config.name]), strict=True)
+        )
         bins = len(count)
         counted = count > 0
         centers = ((torch.arange(bins, dtype=torch.float64) + 0.5) / bins)[counted]
-        axis.bar(centers.tolist(), (accuracy[counted] / count[counted]).tolist(), width=1.0 / bins, edgecolor="black", alpha=0.7)
+        axis.bar(
+            centers.tolist(),
+            (accuracy[counted] / count[counted]).tolist(),
+            width=1.0 / bins,
+            edgecolor="black",
+            alpha=0.7,
+        )
         axis.plot([0, 1], [0, 1], "k--", linewidth=1)
-        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence",
-                 title=f"{summary.config.name}\nECE {summary.metrics['ece'].mean:.4f}")
+        axis.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="confidence",
+            title=f"{summary.config.name}\nECE {summary.metrics['ece'].mean:.4f}",
+        )
     axes[0][0].set_ylabel("accuracy (averaged raters)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -145,7 +163,7 @@ def plot_paired_differences(
     rows = -(-len(METRIC_LABELS) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
     rng = np.random.default_rng(0)  # horizontal jitter of the points only
-    for axis, (key, label) in zip(axes.flat, METRIC_LABELS.items()):
+    for axis, (key, label) in zip(list(axes.flat)[: len(METRIC_LABELS)], METRIC_LABELS.items(), strict=True):
         reference = case_values(results, baseline, key)
         differences = []
         for config in others:
@@ -200,8 +218,13 @@ def plot_one_pixel(path: Path, *, target: float = 0.5) -> None:
         best = min(range(len(values)), key=values.__getitem__)
         axis.plot(predictions.tolist(), values)
         axis.axvline(target, color="gray", linestyle="--", label=f"target y = {target}")
-        axis.plot([predictions[best].item()], [values[best]], "o", color="red",
-                  label=f"minimum at t = {predictions[best]:.2f}")
+        axis.plot(
+            [predictions[best].item()],
+            [values[best]],
+            "o",
+            color="red",
+            label=f"minimum at t = {predictions[best]:.2f}",
+        )
         axis.set(xlabel="prediction t", title=name)
         axis.legend()
     axes[0].set_ylabel("loss")

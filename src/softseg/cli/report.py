@@ -84,8 +84,8 @@ def case_values(results: Sequence[RunResult], name: str, metric: str) -> dict[in
 
     Example:
         >>> from softseg.cli.configs import LOSS_CONFIGURATIONS
-        >>> runs = [RunResult(LOSS_CONFIGURATIONS["ce"], 1, s, [], {"ece": [0.1 * (s + 1), 0.5]}, (4, 2), 1.0, 1.0, None)
-        ...         for s in (0, 1)]
+        >>> ce = LOSS_CONFIGURATIONS["ce"]
+        >>> runs = [RunResult(ce, 1, s, [], {"ece": [0.1 * (s + 1), 0.5]}, (4, 2), 1.0, 1.0, None) for s in (0, 1)]
         >>> {k: round(v, 4) for k, v in case_values(runs, "ce", "ece").items()}
         {2: 0.5, 4: 0.15}
     """
@@ -239,11 +239,12 @@ def markdown_tables(summaries: Sequence[ConfigurationSummary], *, baseline: str)
     Example:
         >>> from softseg.cli.configs import LOSS_CONFIGURATIONS
         >>> one = {k: Interval(0.5, 0.4, 0.6, 9) for k in METRIC_LABELS}
-        >>> print(markdown_tables([ConfigurationSummary(LOSS_CONFIGURATIONS["ce"], one, {}, 3.0, 5.0, None, 1)],
-        ...                       baseline="ce"))
-        | loss | target | Dice vs majority | Dice vs raters | soft Dice | thresholded Dice | ECE | Brier | train time (s) |
-        | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-        | ce | hard | 0.5000 [0.4000, 0.6000] | 0.5000 [0.4000, 0.6000] | 0.5000 [0.4000, 0.6000] | 0.5000 [0.4000, 0.6000] | 0.5000 [0.4000, 0.6000] | 0.5000 [0.4000, 0.6000] | 3.0 |
+        >>> summary = ConfigurationSummary(LOSS_CONFIGURATIONS["ce"], one, {}, 3.0, 5.0, None, 1)
+        >>> lines = markdown_tables([summary], baseline="ce").splitlines()
+        >>> len(lines), lines[0][:45]
+        (3, '| loss | target | Dice vs majority | Dice vs ')
+        >>> lines[2].split(" | ")[:3], lines[2].split(" | ")[-1]
+        (['| ce', 'hard', '0.5000 [0.4000, 0.6000]'], '3.0 |')
     """
     headers = ["loss", "target", *METRIC_LABELS.values(), "train time (s)"]
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
@@ -255,7 +256,10 @@ def markdown_tables(summaries: Sequence[ConfigurationSummary], *, baseline: str)
         headers = ["loss", *(f"{label}: difference vs {baseline}, p" for label in METRIC_LABELS.values())]
         lines += ["", "| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
         for s in others:
-            cells = [f"{format_interval(s.paired[k].difference, signed=True)}, p = {format_p(s.paired[k].p_value)}" for k in METRIC_LABELS]
+            cells = [
+                f"{format_interval(s.paired[k].difference, signed=True)}, p = {format_p(s.paired[k].p_value)}"
+                for k in METRIC_LABELS
+            ]
             lines.append("| " + " | ".join([s.config.name, *cells]) + " |")
     return "\n".join(lines)
 
@@ -278,8 +282,8 @@ def rich_tables(summaries: Sequence[ConfigurationSummary], *, baseline: str, cas
     Example:
         >>> from softseg.cli.configs import LOSS_CONFIGURATIONS
         >>> one = {k: Interval(0.5, 0.4, 0.6, 9) for k in METRIC_LABELS}
-        >>> [t.row_count for t in rich_tables([ConfigurationSummary(LOSS_CONFIGURATIONS["ce"], one, {}, 3.0, 5.0, None, 1)],
-        ...                                   baseline="ce", cases=9)]
+        >>> summary = ConfigurationSummary(LOSS_CONFIGURATIONS["ce"], one, {}, 3.0, 5.0, None, 1)
+        >>> [table.row_count for table in rich_tables([summary], baseline="ce", cases=9)]
         [1]
     """
 
@@ -343,7 +347,8 @@ def write_tables(
 
     Example:
         >>> from softseg.cli.configs import LOSS_CONFIGURATIONS
-        >>> run = RunResult(LOSS_CONFIGURATIONS["ce"], 1, 0, [], {k: [0.5, 0.7] for k in METRIC_LABELS}, (0, 1), 1.0, 1.0, None)
+        >>> values = {k: [0.5, 0.7] for k in METRIC_LABELS}
+        >>> run = RunResult(LOSS_CONFIGURATIONS["ce"], 1, 0, [], values, (0, 1), 1.0, 1.0, None)
         >>> summaries = summarise([run], [run.config], baseline="ce")
         >>> folder = Path(tempfile.mkdtemp())
         >>> write_tables(folder, summaries, [run], {"epochs": 1}, baseline="ce", names=("a", "b"))
@@ -367,8 +372,21 @@ def write_tables(
     (folder / "summary.md").write_text(text + explained)
     with open(folder / "summary.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["loss", "target", "metric", "mean", "low", "high", "n",
-                         "difference", "difference_low", "difference_high", "p_value"])
+        writer.writerow(
+            [
+                "loss",
+                "target",
+                "metric",
+                "mean",
+                "low",
+                "high",
+                "n",
+                "difference",
+                "difference_low",
+                "difference_high",
+                "p_value",
+            ]
+        )
         for s in summaries:
             for key in METRIC_LABELS:
                 interval = s.metrics[key]
@@ -381,7 +399,9 @@ def write_tables(
         writer.writerow(["loss", "fold", "seed", "case", *METRIC_LABELS])
         for r in results:
             for i, case in enumerate(r.test_cases):
-                writer.writerow([r.config.name, r.fold, r.seed, names[case], *(r.case_metrics[k][i] for k in METRIC_LABELS)])
+                writer.writerow(
+                    [r.config.name, r.fold, r.seed, names[case], *(r.case_metrics[k][i] for k in METRIC_LABELS)]
+                )
     payload = {
         "settings": settings,
         "baseline": baseline,
@@ -393,9 +413,7 @@ def write_tables(
                 "target": s.config.target,
                 "description": s.config.description,
                 "metrics": {k: _interval_json(v) for k, v in s.metrics.items()},
-                "paired": {
-                    k: {**_interval_json(v.difference), "p_value": v.p_value} for k, v in s.paired.items()
-                },
+                "paired": {k: {**_interval_json(v.difference), "p_value": v.p_value} for k, v in s.paired.items()},
                 "train_seconds": s.train_seconds,
                 "cpu_seconds": s.cpu_seconds,
                 "last_tenth_gain": s.last_tenth_gain,

@@ -388,11 +388,14 @@ def _whole_batches(data: TrainingData, train: Tensor, settings: TrainSettings, g
         for first in range(0, len(order), settings.batch_size):
             cases = order[first : first + settings.batch_size]
             picked = None if chosen is None else chosen[first : first + settings.batch_size]
-            yield epoch, _Batch(
-                data.images[cases],
-                data.soft[cases],
-                _hard_targets(data, cases, picked, settings.hard_target),
-                None if data.fov is None else data.fov[cases],
+            yield (
+                epoch,
+                _Batch(
+                    data.images[cases],
+                    data.soft[cases],
+                    _hard_targets(data, cases, picked, settings.hard_target),
+                    None if data.fov is None else data.fov[cases],
+                ),
             )
 
 
@@ -508,7 +511,9 @@ def train_run(
         nonlocal running, counted
         probs = predict(model, data.images[fold.test], settings.batch_size)
         fov = None if data.fov is None else data.fov[fold.test]
-        record.update(train_loss=running / max(counted, 1), test_soft_dice=monitored_soft_dice(probs, data.soft[fold.test], fov))
+        record.update(
+            train_loss=running / max(counted, 1), test_soft_dice=monitored_soft_dice(probs, data.soft[fold.test], fov)
+        )
         if hasattr(loss_fn, "weights"):
             record["loss_weights"] = _weights_value(loss_fn.weights)
         history.append(record)
