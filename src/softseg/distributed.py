@@ -30,8 +30,9 @@ yourself instead of averaging would give N times it.)
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.distributed as dist
@@ -133,7 +134,25 @@ def resolve_process_group(process_group: dist.ProcessGroup | None) -> dist.Proce
     return process_group
 
 
-@torch.compiler.disable  # eager collectives: under torch.compile this is a graph break, not an error
+def _run_eagerly(function: Callable) -> Callable:
+    """``torch.compiler.disable(function)``, made at the first call: under torch.compile a graph break.
+
+    The decorator imports ``torch._dynamo`` (about a second), which ``import softseg`` (and with it the
+    ``softseg`` command's ``--help``) should not pay for when nothing is synchronised.
+    """
+    disabled = None
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(function)
+        return disabled(*args, **kwargs)
+
+    return call
+
+
+@_run_eagerly  # eager collectives: under torch.compile this is a graph break, not an error
 def sync_statistics(
     stats: RegionStatistics,
     *,

@@ -171,7 +171,7 @@ def focal_loss(
     if ignore_index is not None and kind == "dense":
         raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
     channels = input.shape[1]
-    weight = check_weight(weight, channels, include_background=True)
+    weight = check_weight(weight, channels, include_background=True, device=input.device)
     mask = None if mask is None else check_mask(mask, input)
     acc = accumulation_dtype(input.dtype)
     logits = input.to(acc)
