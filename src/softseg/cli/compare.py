@@ -15,7 +15,7 @@ import importlib
 import os
 import platform
 import signal
-import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -330,8 +330,10 @@ def _check_out(out: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise CommandError(f"--out {out} cannot be created: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise CommandError(f"--out {out} cannot be written: no write permission in {existing}")
+    try:  # the report is staged next to --out: try that where it will happen (permissions, read-only, /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=".softseg-probe-", dir=existing))
+    except OSError as error:
+        raise CommandError(f"--out {out} cannot be written: {error.strerror or error} in {existing}") from error
 
 
 def _duration(seconds: float) -> str:
@@ -344,13 +346,11 @@ def _interrupt(signum, frame) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Run ``compare``; Ctrl-C and SIGTERM raise ``KeyboardInterrupt`` (:func:`softseg.cli.main`: exit 130)."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
     try:
         return _compare(args)
-    except KeyboardInterrupt:
-        print("softseg compare: interrupted; no report written", file=sys.stderr)
-        return 130
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
