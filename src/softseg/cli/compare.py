@@ -128,7 +128,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="train a small network with several losses on multi-rater data and report how each did",
         description=(
             "Train a compact U-Net once per loss configuration on the same data, folds and seeds (same weights "
-            "at the start, same batches) and write a report: each metric's mean with a 95%% interval over the "
+            "at the start, same batches) and write a report: each metric's mean with a 95% interval over the "
             "test cases, its paired difference with a baseline (Wilcoxon signed-rank p), learning curves, "
             "reliability diagrams, paired-difference plots. Without --data it uses the embedded multi-rater "
             "data set, generated from --seed."
