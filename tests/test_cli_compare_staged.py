@@ -5,11 +5,10 @@ import json
 
 import pytest
 
-import torch
 
 from softseg.cli import main
 from softseg.cli.configs import LOSS_CONFIGURATIONS, build_loss, resolve_configurations
-from softseg.cli.report import plot_learning_curves
+from softseg.cli.plots import plot_learning_curves
 from softseg.cli.train import RunResult
 
 
@@ -29,10 +28,11 @@ def test_quick_compare_with_staged_configurations(tmp_path):
     assert main(["compare", "--quick", "--threads", "1", "--epochs", "4", "--out", str(out),
                  "--losses", "ce,ce-to-softseg-dice,l2-to-l1-dice"]) == 0
     report = json.loads((out / "summary.json").read_text())
-    assert [row["loss"] for row in report["results"]] == ["ce", "ce-to-softseg-dice", "l2-to-l1-dice"]
-    assert "loss_weights" not in report["history"]["ce"][0]
+    assert list(report["results"]) == ["ce", "ce-to-softseg-dice", "l2-to-l1-dice"]
+    histories = {run["loss"]: run["history"] for run in report["runs"]}
+    assert "loss_weights" not in histories["ce"][0]
     for name, first, second in (("ce-to-softseg-dice", "ce", "region"), ("l2-to-l1-dice", "dice_l2", "dice_l1")):
-        history = report["history"][name]
+        history = histories[name]
         weights = [h["loss_weights"] for h in history]
         # The counter advanced with every optimisation step: the first term hands over to the second.
         assert weights[0][first] > weights[-1][first] and weights[-1] == {first: 0.0, second: 1.0}
@@ -53,10 +53,11 @@ def test_learning_curves_show_the_weights_of_staged_runs(tmp_path, monkeypatch):
 
     monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording_plot)
     history = [
-        {"epoch": e, "train_loss": 1.0 / e, "test_soft_dice": 0.5, "loss_weights": {"ce": 1 - e / 2, "region": e / 2}}
+        {"epoch": e, "step": e, "train_loss": 1.0 / e, "test_soft_dice": 0.5,
+         "loss_weights": {"ce": 1 - e / 2, "region": e / 2}}
         for e in (1, 2)
     ]
-    result = RunResult(LOSS_CONFIGURATIONS["ce-to-softseg-dice"], history, {}, 1.0, torch.zeros(1, 2, 4, 4))
+    result = RunResult(LOSS_CONFIGURATIONS["ce-to-softseg-dice"], 1, 0, history, {}, (0,), 1.0, 1.0, None)
     plot_learning_curves(tmp_path / "curves.png", [result])
     assert "ce-to-softseg-dice: ce" in labels and "ce-to-softseg-dice: region" in labels
     assert (tmp_path / "curves.png").exists()

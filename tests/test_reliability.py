@@ -1189,7 +1189,6 @@ COMMAND_CASES = [
         lambda tmp: ["compare", "--quick", "--losses", "ce", "--out", "/proc/softseg-report"],
         2,
         r"--out|/proc/softseg-report\b",  # the option or the path given, not a temporary sibling
-        branch="compare",
     ),
     CommandCase(
         "compare/out_is_a_file",
@@ -1198,7 +1197,7 @@ COMMAND_CASES = [
         r"--out must be a folder",
     ),
     CommandCase(
-        "compare/seed_negative", lambda tmp: ["compare", "--quick", "--seed", "-1"], 2, r"--seed", branch="compare"
+        "compare/seed_negative", lambda tmp: ["compare", "--quick", "--seed", "-1"], 2, r"--seed"
     ),
     CommandCase("compare/epochs_zero", lambda tmp: ["compare", "--quick", "--epochs", "0"], 2, r"--epochs"),
     CommandCase(
@@ -1248,7 +1247,7 @@ def test_command_errors(case: CommandCase, tmp_path, capsys, monkeypatch) -> Non
     if case.interrupt:
         import softseg.cli.compare
 
-        monkeypatch.setattr(softseg.cli.compare, "train_configuration", _interrupted)
+        monkeypatch.setattr(softseg.cli.compare, "train_run", _interrupted)
     monkeypatch.chdir(tmp_path)  # a run that wrongly succeeds writes its default report here, not in the tree
     try:
         status = main(case.argv(tmp_path))

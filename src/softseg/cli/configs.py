@@ -69,6 +69,12 @@ def register_loss_configuration(
     (B, C, H, W) and the target the configuration asks for.
 
     Convention:
+        - Field of view: when the data has one, the loss is called as ``loss(logits, target, mask=fov)``
+          with ``fov`` bool (B, H, W), True = the pixel counts; it must then accept ``mask=``
+          (:func:`accepts_mask`; softseg's losses do), else ``compare`` stops before training.
+        - Schedules: when the built loss has a ``step()`` method it is called after every optimisation
+          step; when it has a ``weights`` attribute (a number, a sequence or a mapping of numbers) its value
+          is recorded in the run's history at every evaluation (``history[i]["loss_weights"]``).
         - ``name``: non-empty, no commas or spaces (``--losses`` splits on commas); registering an existing
           name raises unless ``replace=True``.
         - ``target``: ``"soft"`` (averaged raters, float (B, C, H, W)) or ``"hard"`` (majority vote,
@@ -129,7 +135,9 @@ def resolve_configurations(names: str | None) -> list[LossConfiguration]:
     return [LOSS_CONFIGURATIONS[n] for n in selected]
 
 
-def classic_dice_loss(input: Tensor, target: Tensor, *, activation: str = "softmax") -> Tensor:
+def classic_dice_loss(
+    input: Tensor, target: Tensor, *, activation: str = "softmax", mask: Tensor | None = None
+) -> Tensor:
     r"""Classic soft Dice 1 - 2<x, y> / (|x| + |y|) per class, mean over classes (global aggregation).
 
     What MONAI's ``DiceLoss`` and most code compute; on soft targets its minimiser is not the target.
@@ -139,6 +147,8 @@ def classic_dice_loss(input: Tensor, target: Tensor, *, activation: str = "softm
     Convention:
         - ``input``: logits (B, C, \*spatial) (``activation="softmax"``) or probabilities (``"none"``).
         - ``target``: class probabilities of the input's shape, float in [0, 1].
+        - ``mask``: bool (B, \*spatial), True = the pixel counts (a field of view), or None; pixels outside
+          leave every sum (prediction and target are zeroed there, which is the same for the product form).
         - Empty classes score 0 loss (no NaN); sums in float32.
 
     Example:
@@ -154,8 +164,60 @@ def classic_dice_loss(input: Tensor, target: Tensor, *, activation: str = "softm
             f"classic_dice_loss needs class probabilities of shape {tuple(probs.shape)}; "
             f"got {target.dtype} of shape {tuple(target.shape)}"
         )
+    if mask is not None:
+        if mask.dtype != torch.bool or mask.shape != probs.shape[:1] + probs.shape[2:]:
+            raise ValueError(
+                f"mask must be bool of shape {tuple(probs.shape[:1] + probs.shape[2:])}; "
+                f"got {mask.dtype} of shape {tuple(mask.shape)}"
+            )
+        probs, target = probs * mask.unsqueeze(1), target * mask.unsqueeze(1)
     stats = product_statistics(probs, target)  # also checks that the target lies in [0, 1]
     return aggregate(stats, lambda s: 1 - tversky_index(s, alpha=0.5, beta=0.5))
+
+
+def cross_entropy(input: Tensor, target: Tensor, *, mask: Tensor | None = None) -> Tensor:
+    r"""``F.cross_entropy`` (class indices or class probabilities) averaged over the pixels ``mask`` keeps.
+
+    loss = sum_i m_i CE_i / max(sum_i m_i, 1), CE_i = -sum_c y_ic log softmax(x_i)_c.
+
+    Convention:
+        - ``input``: logits (B, C, \*spatial); ``target``: int64 (B, \*spatial) or float (B, C, \*spatial);
+          ``mask``: bool (B, \*spatial) or None (every pixel: exactly ``F.cross_entropy``).
+        - No kept pixel gives 0 (never NaN).
+
+    Example:
+        >>> logits = torch.tensor([[[0.0, 2.0]], [[0.0, -2.0]]]).unsqueeze(0)   # (1, 2, 1, 2)
+        >>> labels = torch.tensor([[[0, 0]]])
+        >>> round(float(cross_entropy(logits, labels, mask=torch.tensor([[[True, False]]]))), 4)
+        0.6931
+    """
+    if mask is None:
+        return F.cross_entropy(input, target)
+    terms = F.cross_entropy(input, target, reduction="none")
+    if mask.dtype != torch.bool or mask.shape != terms.shape:
+        raise ValueError(
+            f"mask must be bool of shape {tuple(terms.shape)}; got {mask.dtype} of shape {tuple(mask.shape)}"
+        )
+    return (terms * mask).sum() / mask.sum().clamp_min(1)
+
+
+def accepts_mask(loss: LossFunction) -> bool:
+    """Whether ``loss`` takes a ``mask=`` keyword (a field of view), judged from its signature.
+
+    Convention:
+        - ``loss``: a function or an ``nn.Module`` (its ``forward`` is inspected). True when the signature
+          has a ``mask`` parameter or ``**kwargs``; False when it has neither or cannot be inspected.
+
+    Example:
+        >>> accepts_mask(softseg.DiceLoss()), accepts_mask(cross_entropy), accepts_mask(F.cross_entropy)
+        (True, True, False)
+    """
+    function = loss.forward if isinstance(loss, torch.nn.Module) else loss
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "mask" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def build_loss(config: LossConfiguration, *, total_steps: int) -> LossFunction:
@@ -180,7 +242,7 @@ def build_loss(config: LossConfiguration, *, total_steps: int) -> LossFunction:
 
 
 def _cross_entropy() -> LossFunction:
-    return F.cross_entropy  # index targets (majority vote) or class probabilities (averaged raters)
+    return cross_entropy  # index targets (majority vote) or class probabilities (averaged raters)
 
 
 def _ce_to_dice(total_steps: int = 1000) -> LossFunction:
