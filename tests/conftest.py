@@ -16,3 +16,6 @@ settings.register_profile("thorough", parent=settings.get_profile("softseg"), ma
 settings.load_profile(os.environ.get("SOFTSEG_HYPOTHESIS_PROFILE", "softseg"))
 
 torch.set_num_threads(1)  # pytest-xdist runs two workers on two cores
+
+if not torch.cuda.is_available():  # the Triton kernels' tests (test_triton.py) run in Triton's interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")

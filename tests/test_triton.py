@@ -305,3 +305,60 @@ def test_whole_loss_half_precision(dtype, monkeypatch):
     assert fast.dtype == tail.dtype == torch.float32 and fast_grad.dtype == dtype
     torch.testing.assert_close(fast, tail, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast_grad.float(), tail_grad.float(), rtol=1e-2, atol=1e-4)
+
+
+# ---------------------------------------------------------------- excluded pixels (issue #14, item 1)
+
+
+@pytest.mark.parametrize("setting", ["index_ignore", "index_mask", "dense_pixel_mask"])
+@pytest.mark.parametrize("activation,channels", [("softmax", 3), ("sigmoid", 1), ("sigmoid", 3)])
+@pytest.mark.parametrize("norm", [1, 2])
+def test_kernels_select_excluded_pixels_out(setting, activation, channels, norm):
+    # NaN, +inf and -inf logits at ignored or masked-out pixels: the sums, cross-entropy and gradient equal
+    # those of each image's kept pixels alone; the excluded pixels get exactly zero gradient.
+    from test_excluded_pixels import assert_equals_kept_only, fused_outputs, problem, reference_statistics
+
+    if setting.startswith("dense") and channels == 1:
+        pytest.skip("a one-channel dense target is the same kernel as three channels")
+    logits, target, options, keep = problem(setting, channels=channels, pixels=67, dtype=torch.float32)
+    move = lambda t: t.to(DEVICE) if torch.is_tensor(t) else t  # noqa: E731
+    assert_equals_kept_only(
+        move(logits), move(target), {k: move(v) for k, v in options.items()}, move(keep),
+        fused_outputs(activation, norm, True), reference_statistics(activation, norm, True), rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_kernels_per_class_mask_poison_at_fully_excluded_pixels():
+    gen = torch.Generator().manual_seed(17)
+    logits = torch.randn(2, 3, 70, generator=gen)
+    target = torch.rand(2, 3, 70, generator=gen)
+    mask = torch.rand(2, 3, 70, generator=gen) > 0.4
+    mask[:, :, ::5] = False
+    poisoned = logits.clone()
+    poisoned[0, 1, ::5] = float("nan")
+    poisoned[1, :, ::5] = float("inf")
+    for activation in ("softmax", "sigmoid"):
+        results = []
+        for z in (poisoned, logits):
+            z = z.to(DEVICE).requires_grad_()
+            stats, ce = fused_statistics(z, target.to(DEVICE), activation=activation, mask=mask.to(DEVICE),
+                                         cross_entropy=True)
+            _mix(stats, ce).backward()
+            results.append(([*stats, ce], z.grad))
+        for a, b in zip(results[0][0], results[1][0]):
+            torch.testing.assert_close(a, b)
+        torch.testing.assert_close(results[0][1][:, :, 1::5], results[1][1][:, :, 1::5])
+        assert bool((results[0][1][:, :, ::5] == 0).all())
+
+
+def test_whole_loss_kernels_select_excluded_pixels_out(monkeypatch):
+    logits = torch.randn(2, 3, 60, generator=torch.Generator().manual_seed(18)).to(DEVICE)
+    labels, options = _targets("index_ignore", 2, 3, 60)
+    poisoned = logits.clone()
+    ignored = (labels == 255).nonzero()
+    poisoned[ignored[:, 0], :, ignored[:, 1]] = float("nan")
+    (fast, fast_grad), _ = _loss_both_ways(dice_ce_loss, poisoned, labels, options, monkeypatch)
+    (clean, clean_grad), _ = _loss_both_ways(dice_ce_loss, logits, labels, options, monkeypatch)
+    torch.testing.assert_close(fast, clean)
+    torch.testing.assert_close(fast_grad, clean_grad)
+    assert bool((fast_grad[ignored[:, 0], :, ignored[:, 1]] == 0).all())

@@ -126,7 +126,8 @@ def region_statistics(
           dtype with values in [0, 1]. With C = 1 an index target is binary: 1 is the foreground of
           channel 0, 0 the background.
         - ``ignore_index`` (index targets only) and ``mask`` (bool, (B, \*spatial), (B, 1, \*spatial) or
-          (B, C, \*spatial), True = counts): ignored pixels leave every sum.
+          (B, C, \*spatial), True = counts): ignored pixels leave every sum. They are selected out, never
+          multiplied by 0, so a NaN or inf there (padding) changes nothing and gets a zero gradient.
         - Sums accumulate in float32 (float64 for float64 inputs) whatever the input dtype.
         - An empty (image, class) has tp = fp = fn = 0 and ``target_max`` 0.
 
@@ -151,19 +152,18 @@ def region_statistics(
 def _dense_statistics(probs: Tensor, target: Tensor, *, norm: int, mask: Tensor | None) -> RegionStatistics:
     acc = accumulation_dtype(probs.dtype)
     dims = tuple(range(2, probs.ndim))
+    # Excluded entries are selected out first (0 in both), never multiplied by the mask: a NaN or inf there
+    # (padding) reaches no sum, and its gradient is exactly 0.
+    probs, target = _selected(probs, mask), _selected(target, mask)
     if norm == 1:
         overlap, pred_mass, target_mass = torch.minimum(probs, target), probs, target
     else:
         overlap, pred_mass, target_mass = probs * target, probs.square(), target.square()
-    counted_target = target
-    if mask is not None:
-        overlap, pred_mass, target_mass = (t * mask for t in (overlap, pred_mass, target_mass))
-        counted_target = target * mask
     tp = overlap.sum(dims, dtype=acc)
     fp = pred_mass.sum(dims, dtype=acc) - tp
     fn = target_mass.sum(dims, dtype=acc) - tp
     has_pixels = math.prod(probs.shape[2:]) > 0
-    target_max = counted_target.detach().amax(dims).to(acc) if has_pixels else torch.zeros_like(tp)
+    target_max = target.detach().amax(dims).to(acc) if has_pixels else torch.zeros_like(tp)
     return RegionStatistics(tp, fp, fn, target_max)
 
 
@@ -189,40 +189,36 @@ def _index_statistics(
         else:
             mask = pixel_mask
     check_labels(labels, max(channels, 2), valid, ignore_index)
-    weight = None if valid is None else valid.to(acc)
+    safe_labels = labels if valid is None else labels.masked_fill(~valid, 0)
+    # Excluded probabilities are selected out first (0), never multiplied by 0: a NaN or inf there (padding)
+    # reaches no sum, and its gradient is exactly 0. From here on only the counts need the pixel weight.
+    counted = None if valid is None else valid.unsqueeze(1)
+    if mask is not None:  # per-class mask
+        counted = mask if counted is None else mask & counted
+    flat = _selected(flat, counted)
+    mass = flat.square() if norm == 2 else flat
+    pred_mass = mass.sum(-1, dtype=acc)
 
     if channels == 1:
         # Binary: label 1 is the foreground of the single channel (a C = 1 mask is a pixel mask, folded above).
-        x = flat[:, 0]
         foreground = labels == 1
         if valid is not None:
             foreground = foreground & valid
         count = foreground.sum(-1, dtype=acc).unsqueeze(1)
-        tp = (x * foreground).sum(-1, dtype=acc).unsqueeze(1)
-        mass = x.square() if norm == 2 else x
-        pred_mass = (mass if weight is None else mass * weight).sum(-1, dtype=acc).unsqueeze(1)
+        tp = torch.where(foreground, flat[:, 0], 0).sum(-1, dtype=acc).unsqueeze(1)
         return RegionStatistics(tp, pred_mass - tp, count - tp, (count > 0).to(acc))
 
-    safe_labels = labels if valid is None else labels.masked_fill(~valid, 0)
-    # Probability of the labelled class at every pixel: the only place hard labels touch the probabilities.
-    picked = flat.gather(1, safe_labels.unsqueeze(1)).squeeze(1).to(acc)
-    if weight is not None:
-        picked = picked * weight
     if mask is None:
+        # Probability of the labelled class at every pixel: the only place hard labels touch the probabilities.
+        picked = flat.gather(1, safe_labels.unsqueeze(1)).squeeze(1).to(acc)
         tp = torch.zeros(batch, channels, dtype=acc, device=probs.device).scatter_add_(1, safe_labels, picked)
-        ones = torch.ones_like(picked) if weight is None else weight
+        ones = torch.ones_like(picked) if valid is None else valid.to(acc)
         count = torch.zeros(batch, channels, dtype=acc, device=probs.device).scatter_add_(1, safe_labels, ones)
-        mass = flat.square() if norm == 2 else flat
-        pred_mass = mass.sum(-1, dtype=acc) if weight is None else (mass * weight.unsqueeze(1)).sum(-1, dtype=acc)
     else:
         # Per-class mask: fall back to a one-hot of the labels (bool, not of the logits' dtype).
-        one_hot = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, safe_labels.unsqueeze(1), True)
-        counted = mask if valid is None else mask & valid.unsqueeze(1)
-        hit = one_hot & counted
-        tp = (flat * hit).sum(-1, dtype=acc)
+        hit = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, safe_labels.unsqueeze(1), True) & counted
+        tp = torch.where(hit, flat, 0).sum(-1, dtype=acc)
         count = hit.sum(-1, dtype=acc)
-        mass = flat.square() if norm == 2 else flat
-        pred_mass = (mass * counted).sum(-1, dtype=acc)
     return RegionStatistics(tp, pred_mass - tp, count - tp, (count > 0).to(acc))
 
 
@@ -262,12 +258,17 @@ def counted_pixels(
     return counted.sum(-1, dtype=acc)
 
 
-def product_statistics(probs: Tensor, target: Tensor) -> RegionStatistics:
+def _selected(values: Tensor, keep: Tensor | None) -> Tensor:
+    """``values`` where ``keep`` (broadcast) is True, else 0; ``values`` itself when ``keep`` is None."""
+    return values if keep is None else torch.where(keep, values, 0)
+
+
+def product_statistics(probs: Tensor, target: Tensor, *, mask: Tensor | None = None) -> RegionStatistics:
     r"""The classic product-form statistics, kept for reproducing legacy losses and as a baseline.
 
     .. math::
 
-        tp = \sum_i x_i y_i,\quad fp = \sum_i x_i - tp,\quad fn = \sum_i y_i - tp
+        tp = \sum_i m_i x_i y_i,\quad fp = \sum_i m_i x_i - tp,\quad fn = \sum_i m_i y_i - tp
 
     This is what MONAI's ``soft_label=False``, nnU-Net and most code use. It equals
     :func:`region_statistics` when y is binary, but on a fractional target it is not minimised at
@@ -277,13 +278,17 @@ def product_statistics(probs: Tensor, target: Tensor) -> RegionStatistics:
         - ``probs``: (B, C, \*spatial) floating point, already activated (not checked).
         - ``target``: class probabilities (B, C, \*spatial), float, values in [0, 1]; index targets are an
           error here (on hard labels use :func:`region_statistics`, which gives the same numbers).
-        - No ignored pixels: multiply ``probs`` and ``target`` by a mask first. Sums in float32 (float64 for
-          float64 input); an empty (image, class) gives zeros.
+        - ``mask`` (bool, (B, \*spatial), (B, 1, \*spatial) or (B, C, \*spatial), True = counts): excluded
+          pixels are selected out of every sum (a NaN or inf there changes nothing; their gradient is 0).
+          Sums in float32 (float64 for float64 input); an empty (image, class) gives zeros.
 
     Example:
         >>> half = torch.tensor([[[0.5]]])
         >>> [round(float(s), 2) for s in product_statistics(half, half)[:3]]   # fp, fn > 0 at x = y
         [0.25, 0.25, 0.25]
+        >>> probs = torch.tensor([[[0.5, float("nan")]]])                     # a NaN at a masked-out pixel
+        >>> product_statistics(probs, torch.tensor([[[1.0, 1.0]]]), mask=torch.tensor([[True, False]])).tp
+        tensor([[0.5000]])
     """
     probs = check_input(probs)
     if target_kind(probs, target) != "dense":
@@ -292,8 +297,10 @@ def product_statistics(probs: Tensor, target: Tensor) -> RegionStatistics:
             f"shape {tuple(target.shape)} (region_statistics gives the same numbers for hard labels)"
         )
     check_unit_interval("target", target)
+    mask = None if mask is None else check_mask(mask, probs)
     acc = accumulation_dtype(probs.dtype)
     dims = tuple(range(2, probs.ndim))
+    probs, target = _selected(probs, mask), _selected(target, mask)  # selected first: see _dense_statistics
     tp = (probs * target).sum(dims, dtype=acc)
     has_pixels = math.prod(probs.shape[2:]) > 0
     target_max = target.detach().amax(dims).to(acc) if has_pixels else torch.zeros_like(tp)

@@ -38,6 +38,16 @@ def _tile(
     b64 = b.to(tl.int64)
     offsets = b64 * channels * pixels + c[:, None].to(tl.int64) * pixels + n[None, :]
     z = tl.load(logits_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
+    m = tl.where(ok, 1.0, 0.0)
+    if HAS_WEIGHT:
+        weight_offsets = b64 * weight_batch_stride + c[:, None].to(tl.int64) * weight_class_stride + n[None, :]
+        m = m * tl.load(weight_ptr + weight_offsets, mask=ok, other=0).to(tl.float32)
+        # Excluded logits are selected out (a NaN or inf there reaches no max, sum or gradient): entry by
+        # entry for sigmoid; for softmax, which couples a pixel's classes, where no class of the pixel counts.
+        if SOFTMAX:
+            z = tl.where((tl.max(m, axis=0) > 0)[None, :], z, 0.0)
+        else:
+            z = tl.where(m > 0, z, 0.0)
     if SOFTMAX:
         # Padded classes get -inf, so exp gives 0; padded pixels keep z = 0 and are weighted out below.
         shifted = tl.where(c_ok[:, None], z, float("-inf"))
@@ -58,10 +68,8 @@ def _tile(
             y = tl.where(c[:, None] == label[None, :], 1.0, 0.0)
     else:
         y = tl.load(dense_ptr + offsets, mask=ok, other=0.0).to(tl.float32)
-    m = tl.where(ok, 1.0, 0.0)
-    if HAS_WEIGHT:
-        weight_offsets = b64 * weight_batch_stride + c[:, None].to(tl.int64) * weight_class_stride + n[None, :]
-        m = m * tl.load(weight_ptr + weight_offsets, mask=ok, other=0).to(tl.float32)
+        if HAS_WEIGHT:  # a dense target may hold anything where it does not count
+            y = tl.where(m > 0, y, 0.0)
     return z, p, log_p, y, m, c, n, ok, offsets
 
 

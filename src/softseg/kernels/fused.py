@@ -57,6 +57,7 @@ from softseg.kernels.triton_fused import (
 )
 from softseg.statistics import (
     RegionStatistics,
+    _selected,
     accumulation_dtype,
     checked_statistics_arguments,
     region_statistics,
@@ -114,7 +115,9 @@ def fused_statistics(
           (float64 for float64 input); the gradient has the input's dtype.
         - ``target``: class indices (B, \*spatial) / (B, 1, \*spatial) of an integer dtype (C = 1: 0/1
           labels), or class probabilities (B, C, \*spatial) in [0, 1]; ``ignore_index`` and ``mask`` as
-          in :func:`softseg.statistics.region_statistics`; empty classes give zero sums.
+          in :func:`softseg.statistics.region_statistics`; empty classes give zero sums. Excluded logits are
+          selected out (a NaN or inf there changes nothing, its gradient is 0); with softmax and a per-class
+          mask, a pixel leaves the activation only where none of its classes counts.
         - ``activation``: ``"softmax"`` and ``"sigmoid"`` run fused; ``"none"`` and the cases listed in
           :func:`_fused_path_applies` run the reference path (same values and gradients).
           With ``activation="none"`` the cross-entropy uses log(max(x, 1e-12)).
@@ -294,6 +297,20 @@ def _block_target(
     return (block_labels == classes).to(acc)
 
 
+def _kept_logits(block: Tensor, keep: Tensor | None, *, softmax: bool) -> Tensor:
+    """The block's logits with the excluded entries selected out (set to 0), or the block itself.
+
+    Selected with ``torch.where``, never multiplied by 0: a NaN or inf logit at an excluded pixel (padding)
+    then reaches no max, sum or gradient. Softmax couples the classes of a pixel, so there a pixel leaves
+    the activation only where no class counts (``keep`` (B, 1 or C, n) bool); sigmoid: entry by entry.
+    """
+    if keep is None:
+        return block
+    if softmax and keep.shape[1] > 1:
+        keep = keep.any(1, keepdim=True)
+    return torch.where(keep, block, 0)
+
+
 LOG2_E = 1.0 / math.log(2.0)
 
 
@@ -445,9 +462,13 @@ class _FusedRegionStatistics(torch.autograd.Function):
             target_low = torch.full((batch, channels), math.inf, dtype=acc, device=logits.device)
             target_high = torch.full((batch, channels), -math.inf, dtype=acc, device=logits.device)
             for start, stop in ranges:
-                block = logits[:, :, start:stop]
-                y = _block_target(dense, labels, channels, start, stop, acc)
-                m = None if weight is None else weight[:, :, start:stop].to(acc)
+                keep = None if weight is None else weight[:, :, start:stop]
+                block = _kept_logits(logits[:, :, start:stop], keep, softmax=softmax)
+                read_y = _block_target(dense, labels, channels, start, stop, acc)
+                # The target selected too (a dense one may hold anything where it does not count): from here
+                # every excluded term is finite, and the products with m below are exact zeros there.
+                y = read_y if keep is None or binary else torch.where(keep, read_y, 0)
+                m = None if keep is None else keep.to(acc)
                 if softmax:
                     p, shift, total = _block_exponentials(block, acc)
                     p.div_(total)
@@ -469,8 +490,8 @@ class _FusedRegionStatistics(torch.autograd.Function):
                     counted_max = counted_y.amax(-1)
                     torch.maximum(target_max, counted_max, out=target_max)
                     if with_range:  # the whole target's (aminmax with a dim is 25x slower here)
-                        torch.minimum(target_low, y.amin(-1), out=target_low)
-                        torch.maximum(target_high, counted_max if m is None else y.amax(-1), out=target_high)
+                        torch.minimum(target_low, read_y.amin(-1), out=target_low)
+                        torch.maximum(target_high, counted_max if m is None else read_y.amax(-1), out=target_high)
                 if with_ce:
                     if softmax:  # -y log x = y (shift - z + log-sum)
                         ce_terms = y * torch.sub(shift, block).add_(log_total)
@@ -514,7 +535,8 @@ class _FusedRegionStatistics(torch.autograd.Function):
 
         def fill(ranges):
             for start, stop in ranges:
-                block = logits[:, :, start:stop]
+                keep = None if weight is None else weight[:, :, start:stop]
+                block = _kept_logits(logits[:, :, start:stop], keep, softmax=lse_head is not None)
                 out = grad[:, :, start:stop]
                 # float32/float64 logits: the probabilities go straight into the gradient's block and become
                 # the gradient in place there; half precision: computed in float32, rounded once at the end.
@@ -525,8 +547,10 @@ class _FusedRegionStatistics(torch.autograd.Function):
                     )
                 else:
                     p = torch.sigmoid(block, out=out) if direct else block.to(acc).sigmoid()
-                m = None if weight is None else weight[:, :, start:stop].to(acc)
+                m = None if keep is None else keep.to(acc)
                 y = _block_target(dense, labels, channels, start, stop, acc)
+                if keep is not None and not binary:
+                    y = torch.where(keep, y, 0)
                 # grad_p = dL/dx, a block temporary (in-place ops with (B, C, 1) factors: addcmul is slower).
                 if norm == 2:
                     grad_p = torch.mul(p, 2 * coef_a).add_(y * coef_b)
@@ -563,6 +587,11 @@ class _FusedRegionStatistics(torch.autograd.Function):
         run, fraction = (_run_inline, SIGMOID_BLOCK_FRACTION) if activation == "sigmoid" else (_run_blocks, 32)
         run(logits.device, _block_ranges(batch, channels, pixels, device=logits.device, fraction=fraction), fill)
         return grad, None, None, None, None, None, None, None
+
+
+def _part(weight: Tensor | None, start: int, stop: int) -> Tensor | None:
+    """Pixels [start, stop) of the (B, 1 or C, N) pixel weight, or None."""
+    return None if weight is None else weight[:, :, start:stop]
 
 
 def _gradient_coefficients(grad_tp: Tensor, grad_fp: Tensor, grad_fn: Tensor, acc: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -604,7 +633,7 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
         def sums(ranges):
             tp, pred_mass, ce = (torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(3))
             for start, stop in ranges:
-                block = logits[:, :, start:stop]
+                block = _kept_logits(logits[:, :, start:stop], _part(weight, start, stop), softmax=True)
                 block_labels = labels[:, start:stop]
                 index = block_labels.unsqueeze(1)
                 exp, shift, total = _block_exponentials(block, acc)
@@ -652,7 +681,7 @@ class _FusedSoftmaxIndexStatistics(torch.autograd.Function):
                 # turned into the gradient in place there; half precision: computed in float32, rounded once.
                 direct = out.dtype == acc
                 p = _shifted_exp(
-                    logits[:, :, start:stop],
+                    _kept_logits(logits[:, :, start:stop], _part(weight, start, stop), softmax=True),
                     lse_head[:, :, start:stop],
                     tail=lse_tail[:, :, start:stop],
                     out=out if direct else None,
@@ -701,7 +730,7 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
             tp, pred_mass, target_mass = (torch.zeros(batch, channels, dtype=acc, device=logits.device) for _ in range(3))
             label_ranges = []
             for start, stop in ranges:
-                p = logits[:, :, start:stop].to(acc).sigmoid()
+                p = _kept_logits(logits[:, :, start:stop].to(acc), _part(weight, start, stop), softmax=False).sigmoid()
                 mass = None if norm == 1 else p.square()
                 if weight is not None:  # in place: p and mass are this block's own temporaries
                     m = weight[:, :, start:stop]
@@ -753,7 +782,7 @@ class _FusedSigmoidIndexStatistics(torch.autograd.Function):
         def fill(ranges):
             for start, stop in ranges:
                 out = grad[:, :, start:stop]
-                z = logits[:, :, start:stop]
+                z = _kept_logits(logits[:, :, start:stop], _part(weight, start, stop), softmax=False)
                 # The probabilities go straight into the gradient's block (float32/float64 logits), and the
                 # sigmoid backward then overwrites them in place: no probability temporary.
                 direct = out.dtype == acc
@@ -791,7 +820,12 @@ def _reference_statistics(
     mask: Tensor | None,
     cross_entropy: bool,
 ) -> tuple[RegionStatistics, Tensor | None]:
-    """activate() + region_statistics(), and the cross-entropy sums from the same activation."""
+    """activate() + region_statistics(), and the cross-entropy sums from the same activation.
+
+    Excluded logits are selected out before the activation (:func:`_kept_logits`), so a NaN or inf there
+    reaches neither the softmax's backward nor the value checks of ``activation="none"``.
+    """
+    input = _kept_logits(input, _counted_entries(input, target, kind, ignore_index, mask), softmax=activation == "softmax")
     log_probs = None
     if cross_entropy and activation == "softmax" and input.shape[1] >= 2:
         # One softmax for both terms: the probabilities are the exponential of the log-probabilities.
@@ -806,6 +840,17 @@ def _reference_statistics(
         input, probs, log_probs, target, kind=kind, activation=activation, ignore_index=ignore_index, mask=mask
     )
     return stats, ce
+
+
+def _counted_entries(
+    input: Tensor, target: Tensor, kind: str, ignore_index: int | None, mask: Tensor | None
+) -> Tensor | None:
+    r"""Bool (B, 1 or C, \*spatial): True where a pixel (or pixel and class) counts; None when all count."""
+    keep = mask
+    if kind == "index" and ignore_index is not None:
+        labels = target.reshape(input.shape[:1] + (1,) + input.shape[2:])
+        keep = labels != ignore_index if keep is None else keep & (labels != ignore_index)
+    return keep
 
 
 def _reference_cross_entropy(
@@ -838,7 +883,7 @@ def _reference_cross_entropy(
         y = target.to(acc)
         terms = -(y * log_pos) if log_neg is None else -(log_neg + y * (log_pos - log_neg))
         if mask is not None:
-            terms = terms * mask
+            terms = torch.where(mask, terms, 0)
         return terms.reshape(batch, channels, pixels).sum(-1, dtype=acc)
 
     labels = target.reshape(batch, pixels).long()
@@ -849,15 +894,13 @@ def _reference_cross_entropy(
             valid = pixel_mask[:, 0] if valid is None else valid & pixel_mask[:, 0]
             mask = None
     safe = labels if valid is None else labels.masked_fill(~valid, 0)
-    weight = None if valid is None else valid.to(acc)
+    pixel_keep = None if valid is None else valid.unsqueeze(1)
     flat_pos = log_pos.reshape(batch, channels, pixels)
     if channels == 1:
         foreground = (safe == 1).to(acc).unsqueeze(1)
         flat_neg = log_neg.reshape(batch, 1, pixels)
         terms = -(flat_neg + foreground * (flat_pos - flat_neg))
-        if weight is not None:
-            terms = terms * weight.unsqueeze(1)
-        return terms.sum(-1, dtype=acc)
+        return _selected(terms, pixel_keep).sum(-1, dtype=acc)
     if mask is not None:
         # Per-class mask on an index target: the one-hot of the labels (bool) selects each class's pixels.
         hit = torch.zeros_like(flat_pos, dtype=torch.bool).scatter_(1, safe.unsqueeze(1), True)
@@ -865,17 +908,15 @@ def _reference_cross_entropy(
         if valid is not None:
             counted = counted & valid.unsqueeze(1)
         if log_neg is None:
-            return -(flat_pos * (hit & counted)).sum(-1, dtype=acc)
+            return -torch.where(hit & counted, flat_pos, 0).sum(-1, dtype=acc)
         flat_neg = log_neg.reshape(batch, channels, pixels)
-        return -((flat_neg + hit * (flat_pos - flat_neg)) * counted).sum(-1, dtype=acc)
+        return -torch.where(counted, flat_neg + hit * (flat_pos - flat_neg), 0).sum(-1, dtype=acc)
     picked = flat_pos.gather(1, safe.unsqueeze(1)).squeeze(1).to(acc)
     if log_neg is not None:
         picked = picked - log_neg.reshape(batch, channels, pixels).gather(1, safe.unsqueeze(1)).squeeze(1).to(acc)
-    if weight is not None:
-        picked = picked * weight
+    picked = _selected(picked, valid)
     ce = torch.zeros(batch, channels, dtype=acc, device=input.device).scatter_add(1, safe, -picked)
     if log_neg is not None:
-        flat_neg = log_neg.reshape(batch, channels, pixels)
-        negative = flat_neg.sum(-1, dtype=acc) if weight is None else (flat_neg * weight.unsqueeze(1)).sum(-1, dtype=acc)
-        ce = ce - negative
+        flat_neg = _selected(log_neg.reshape(batch, channels, pixels), pixel_keep)
+        ce = ce - flat_neg.sum(-1, dtype=acc)
     return ce
