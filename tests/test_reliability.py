@@ -187,20 +187,17 @@ for loss_name, (fn, kind, options) in LOSSES.items():
             f"excluded/{loss_name}/{how}",
             lambda f=fn, t=target, o={**options, **extra}, p=poison: with_gradient(f, poisoned(X, p), t, **o),
             lambda k=kind, t=target, p=poison, o=options: ref.loss_reference(k, poisoned(X, p), t, KEEP, **o),
-            branch=None if kind == "focal" else "engine",
         )
 
 value(
     "excluded/dice_loss/sigmoid_mask_nan",
     lambda: with_gradient(dice_loss, poisoned(X, NAN), SOFT, mask=KEEP, activation="sigmoid"),
     lambda: ref.loss_reference("dice", poisoned(X, NAN), SOFT, KEEP, activation="sigmoid"),
-    branch="engine",
 )
 value(
     "excluded/dice_loss/probabilities_nan_activation_none",
     lambda: with_gradient(dice_loss, poisoned(X.softmax(1), NAN), LABELS, mask=KEEP, activation="none"),
     lambda: ref.loss_reference("dice", poisoned(X.softmax(1), NAN), LABELS, KEEP, activation="none"),
-    branch="engine",
 )
 value(
     "excluded/dice_loss/dense_target_nan_at_masked_pixels",
