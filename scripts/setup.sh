@@ -13,5 +13,7 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] || [ "$0" -nt "$
     # The pin keeps pip on the CPU wheel; the package itself only asks for torch>=2.2.
     "$venv/bin/python" -m pip install --quiet "torch==2.13.0"
     "$venv/bin/python" -m pip install --quiet -e "$root[cli,test]"
+    # Test peer without its requirements (torchvision would break torchmetrics here; pyproject.toml says why).
+    "$venv/bin/python" -m pip install --quiet --no-deps "segmentation-models-pytorch>=0.6,<0.7"
     touch "$stamp"
 fi

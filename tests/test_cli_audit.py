@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+import softseg
+
 from softseg.cli import main
 from softseg.cli.audit import audit_loss, load_loss, make_problem, parse_loss_specs
 from softseg.cli.common import CommandError
@@ -68,8 +70,26 @@ def test_cross_entropy_is_minimal_at_the_target_but_not_a_dice_form(problem):
     assert verdict.descent == (True, "none")
     assert verdict.hard_labels[0] is None and verdict.hard_labels[1].startswith("n/a")
     assert verdict.passed
-    # With the default range [0, 1] the same loss fails check 4 (its values exceed 1).
+    # With the range [0, 1] the same loss fails check 4 (its values exceed 1) ...
     assert not audit_loss("ce", loss, problem, **OPTIONS).passed
+    # ... and the default range (auto) knows that a loss of no Dice/Jaccard form is not bounded by 1.
+    assert audit_loss("ce", loss, problem, **{**OPTIONS, "value_range": None}).range == verdict.range
+
+
+@pytest.mark.parametrize("name", ["softseg.DiceCELoss", "softseg.losses.compound.dice_ce_loss", "softseg.RegionCELoss"])
+def test_a_correct_compound_loss_passes_by_default(name, capsys):
+    assert main(["audit", "--steps", "3", name]) == 0
+    assert "1 passed, 0 failed" in capsys.readouterr().out
+
+
+def test_auto_range_bounds_overlap_losses_by_one(problem):
+    # Dice on hard targets (so it matches a Dice form), plus up to 2 on soft ones: above 1, caught.
+    def lifted_dice(logits, target):
+        return softseg.dice_loss(logits, target) + 2 * (target - target.round()).abs().amax()
+
+    verdict = audit_loss("lifted", lifted_dice, problem, **{**OPTIONS, "value_range": None})
+    assert verdict.hard_labels == (True, "dice (global)")
+    assert verdict.range[0] is False and verdict.range[1].endswith("outside [0, 1]")
 
 
 def test_nan_on_an_empty_class_fails_the_range_check(problem):
@@ -171,13 +191,23 @@ def test_load_loss_errors(name, kwargs, message):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--range", "1"], "--range must be LOW,HIGH"),
+        (["--range", "1"], "--range must be auto or LOW,HIGH"),
         (["--range", "1,0"], "--range must have LOW <= HIGH"),
         (["--classes", "1"], "--classes must be >= 2; got 1"),
         (["--tolerance", "0"], "--tolerance must be > 0"),
+        (["--range", "low,high"], "--range must be auto or LOW,HIGH"),
+        (["--classes", "5", "--size", "2"], "--classes 5 needs at least 5 pixels per image, but --size 2 gives 4; "
+                                            "use --size 3 or more"),
+        (["--seed", "-1"], "argument --seed: expected an integer in [0, 2**63); got -1"),
+        (["--seed", "1.5"], "argument --seed: expected an integer in [0, 2**63); got '1.5'"),
+        (["--steps", "x"], "argument --steps: invalid int value: 'x'"),
     ],
 )
 def test_command_errors_exit_2_with_a_message(capsys, argv, message):
-    assert main(["audit", *argv, "softseg.DiceLoss"]) == 2
+    try:
+        status = main(["audit", *argv, "softseg.DiceLoss"])
+    except SystemExit as exit:  # argparse's own errors (a bad --seed or --steps) exit with its usage line
+        status = exit.code
+    assert status == 2
     err = capsys.readouterr().err
-    assert err.startswith("softseg audit: error: ") and message in err
+    assert "softseg audit: error: " in err and message in err and "Traceback" not in err

@@ -163,17 +163,24 @@ def test_folder_bad_contents(tmp_path):
     with pytest.raises(DataError, match=r"rater1.nii must hold integer class labels; found non-integer values"):
         load_rater_folder(root)
     _write_nifti(root / "masks" / "b" / "rater1.nii", np.zeros((8, 8, 2)))
-    with pytest.raises(DataError, match=r"rater1.nii must hold a 2D image .* got an array of shape \(8, 8, 2\)"):
+    with pytest.raises(DataError, match=r"rater1.nii must hold a 2D mask .* got an array of shape \(8, 8, 2\)"):
         load_rater_folder(root)
     _write_nifti(root / "masks" / "b" / "rater1.nii", -np.ones((8, 8)))
     with pytest.raises(DataError, match=r"rater1.nii must hold class labels >= 0; found -1"):
         load_rater_folder(root)
 
 
-def test_folder_size_must_suit_the_network(tmp_path):
-    root = _folder(tmp_path, size=6)
-    with pytest.raises(DataError, match=r"a.png has size \(6, 6\); height and width must be divisible by 4"):
+def test_folder_field_of_view(tmp_path):
+    root = _folder(tmp_path)
+    fov = np.zeros((8, 8))
+    fov[2:6, 2:6] = 255
+    _write_png(root / "fov" / "a.png", fov)
+    with pytest.raises(DataError, match=r"missing .*fov/b.png \(or .nii, .nii.gz\): .*fov holds fields of view"):
         load_rater_folder(root)
+    _write_png(root / "fov" / "b.png", fov)
+    data = load_rater_folder(root)
+    assert data.fov.shape == (2, 8, 8) and data.fov.sum().item() == 32
+    assert data.images[:, 0][~data.fov].eq(0).all()
 
 
 def test_compact_unet_shapes_and_errors():

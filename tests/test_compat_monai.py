@@ -430,7 +430,7 @@ def test_bad_input_messages():
         ours.GeneralizedDiceLoss(w_type="cubic")
     with pytest.raises(ValueError, match="lambda_dice must be >= 0.0; got -1.0"):
         ours.DiceFocalLoss(lambda_dice=-1.0)
-    with pytest.raises(ValueError, match=r"weight must hold finite non-negative values; got \[1.0, -1.0, 1.0\]"):
+    with pytest.raises(ValueError, match=r"weight\[1\] must be >= 0.0; got -1.0"):
         ours.DiceLoss(weight=[1.0, -1.0, 1.0])
     with pytest.raises(ValueError, match="weight must have one value per class, 2 \\(include_background=False"):
         ours.DiceLoss(softmax=True, include_background=False, weight=[1.0, 1.0, 1.0])(logits, onehot)
@@ -466,8 +466,9 @@ def test_more_bad_input_messages():
     labels = make_data(SHAPES["2d"], "index")[1]
     cases = [
         (lambda: ours.DiceLoss(weight="abc"), TypeError, "weight must be a number, a sequence of numbers or a tensor"),
-        (lambda: ours.DiceLoss(weight=[[1.0]]), ValueError, r"weight must be a number or 1-D, one value per class"),
-        (lambda: ours.FocalLoss(alpha=[0.5, -0.5]), ValueError, "alpha must hold finite non-negative values"),
+        (lambda: ours.DiceLoss(weight=[[1.0]]), TypeError, r"weight\[0\] must be a real number; got list \[1.0\]"),
+            (lambda: ours.DiceLoss(weight=torch.ones(1, 3)), ValueError, "weight must be a number or 1-D, one value per class"),
+        (lambda: ours.FocalLoss(alpha=[0.5, -0.5]), ValueError, r"alpha\[1\] must lie in \[0, 1\]; got -0.5"),
         (lambda: ours.DiceCELoss(weight=[1.0, 2.0, 3.0]), TypeError, "weight must be a tensor or None"),
         (lambda: ours.DiceCELoss(label_smoothing=1.5), ValueError, r"label_smoothing must lie in \[0, 1\]; got 1.5"),
         (lambda: ours.GeneralizedDiceFocalLoss(lambda_gdl=-0.5), ValueError, "lambda_gdl must be >= 0.0; got -0.5"),
@@ -497,3 +498,188 @@ def test_more_bad_input_messages():
     for call, error, match in cases:
         with pytest.raises(error, match=match):
             call()
+
+
+# ---- reliability: empty batches, excluded pixels, options, devices --------------------------------------------
+
+ALL_CLASSES = [
+    "DiceLoss",
+    "MaskedDiceLoss",
+    "TverskyLoss",
+    "GeneralizedDiceLoss",
+    "FocalLoss",
+    "DiceCELoss",
+    "DiceFocalLoss",
+    "GeneralizedDiceFocalLoss",
+]
+
+
+@pytest.mark.parametrize("name", ALL_CLASSES)
+@pytest.mark.parametrize("kind", ["index", "onehot"])
+def test_empty_batch_gives_zero(name, kind):
+    # MONAI: NaN for DiceLoss, DiceCELoss, FocalLoss and the compound losses ("mean" of nothing); 0 here.
+    logits, target = make_data(SHAPES["2d"], kind)
+    logits, target = logits[:0], target[:0]
+    reductions = ("mean", "sum") if name == "DiceCELoss" else REDUCTIONS
+    for reduction in reductions:
+        options = {"to_onehot_y": kind == "index", "reduction": reduction}
+        if name != "FocalLoss":
+            options["softmax"] = True
+        extra = (torch.ones(0, 1, 4, 5, dtype=torch.bool),) if name == "MaskedDiceLoss" else ()
+        value, grad = run(getattr(ours, name)(**options), logits, target, *extra)
+        assert grad.shape == logits.shape
+        if reduction == "none":
+            assert value.numel() == 0 or torch.equal(value, torch.zeros_like(value))
+        else:
+            assert value.item() == 0, (name, reduction)
+
+
+def _poisoned(logits, excluded):
+    """logits with NaN, inf and -inf at the excluded pixels ((B, 1, *spatial) bool)."""
+    poisoned = logits.clone()
+    values = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=logits.dtype)
+    fill = values.repeat(logits.shape[1] // 3 + 1)[: logits.shape[1]].reshape(1, -1, *([1] * (logits.ndim - 2)))
+    return torch.where(excluded, fill, poisoned)
+
+
+EXCLUDED_CASES = [
+    ("DiceLoss", {"softmax": True, "ignore_index": SENTINEL}, "index"),
+    ("DiceLoss", {"softmax": True, "ignore_index": SENTINEL, "soft_label": True}, "onehot"),
+    ("DiceLoss", {"sigmoid": True, "ignore_index": SENTINEL, "squared_pred": True, "batch": True}, "onehot"),
+    ("TverskyLoss", {"softmax": True, "ignore_index": SENTINEL, "alpha": 0.3, "beta": 0.7}, "index"),
+    ("TverskyLoss", {"softmax": True, "ignore_index": SENTINEL}, "onehot"),
+    ("FocalLoss", {"ignore_index": SENTINEL}, "index"),
+    ("FocalLoss", {"ignore_index": SENTINEL, "use_softmax": True, "alpha": 0.25}, "onehot"),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "kind"), EXCLUDED_CASES)
+def test_non_finite_logits_at_ignored_pixels_change_nothing(name, options, kind):
+    logits, target = make_data(SHAPES["2d"], kind, ignore=SENTINEL)
+    excluded = (target == SENTINEL) if kind == "index" else (target.sum(1, keepdim=True) == 0)
+    assert excluded.any()
+    for reduction in REDUCTIONS:
+        loss = getattr(ours, name)(**options, to_onehot_y=kind == "index", reduction=reduction)
+        value, grad = run(loss, logits, target)
+        poisoned_value, poisoned_grad = run(loss, _poisoned(logits, excluded), target)
+        torch.testing.assert_close(poisoned_value, value)
+        torch.testing.assert_close(poisoned_grad, grad)
+        assert (poisoned_grad * excluded == 0).all() and torch.isfinite(poisoned_grad).all()
+
+
+@pytest.mark.parametrize("kind", ["index", "onehot", "soft"])
+def test_non_finite_logits_at_masked_pixels_change_nothing(kind):
+    logits, target = make_data(SHAPES["3d"], kind)
+    mask = torch.rand((2, 1) + SHAPES["3d"][2:], generator=torch.Generator().manual_seed(3)) > 0.4
+    loss = ours.MaskedDiceLoss(softmax=True, to_onehot_y=kind == "index")
+    value, grad = run(loss, logits, target, mask)
+    poisoned_value, poisoned_grad = run(loss, _poisoned(logits, ~mask), target, mask)
+    torch.testing.assert_close(poisoned_value, value)
+    torch.testing.assert_close(poisoned_grad, grad)
+    assert (poisoned_grad * ~mask == 0).all()
+
+
+FLAGS = {
+    "DiceLoss": ["include_background", "to_onehot_y", "sigmoid", "softmax", "squared_pred", "jaccard", "batch", "soft_label"],
+    "MaskedDiceLoss": ["include_background", "to_onehot_y", "sigmoid", "softmax", "squared_pred", "jaccard", "batch", "soft_label"],
+    "TverskyLoss": ["include_background", "to_onehot_y", "sigmoid", "softmax", "batch", "soft_label"],
+    "GeneralizedDiceLoss": ["include_background", "to_onehot_y", "sigmoid", "softmax", "batch", "soft_label"],
+    "FocalLoss": ["include_background", "to_onehot_y", "use_softmax"],
+    "DiceCELoss": ["include_background", "to_onehot_y", "sigmoid", "softmax", "squared_pred", "jaccard", "batch", "soft_label"],
+    "DiceFocalLoss": ["include_background", "to_onehot_y", "sigmoid", "softmax", "squared_pred", "jaccard", "batch", "soft_label"],
+    "GeneralizedDiceFocalLoss": ["include_background", "to_onehot_y", "sigmoid", "softmax", "batch", "soft_label"],
+}
+
+
+@pytest.mark.parametrize("name", ALL_CLASSES)
+def test_boolean_flags_refuse_strings_and_numbers(name):
+    # A value read from a config file: 'False' is truthy, so MONAI would switch the option on.
+    for flag in FLAGS[name] + ["distributed"] * (name != "FocalLoss"):
+        for value in ("False", 0, None):
+            with pytest.raises(TypeError, match=f"{flag} must be a bool"):
+                getattr(ours, name)(**{flag: value})
+        getattr(ours, name)(**{flag: False})
+
+
+def test_alpha_outside_the_unit_interval_is_refused():
+    cases = [
+        (lambda: ours.TverskyLoss(alpha=1.5), r"alpha must lie in \[0, 1\]; got 1.5"),
+        (lambda: ours.TverskyLoss(beta=-0.1), r"beta must lie in \[0, 1\]; got -0.1"),
+        (lambda: ours.FocalLoss(alpha=-0.2), r"alpha must lie in \[0, 1\]; got -0.2"),
+        (lambda: ours.FocalLoss(alpha=1.2, use_softmax=True), r"alpha must lie in \[0, 1\]; got 1.2"),
+        (lambda: ours.FocalLoss(alpha=[0.2, 1.5]), r"alpha\[1\] must lie in \[0, 1\]; got 1.5"),
+        (lambda: ours.FocalLoss(alpha=torch.tensor([0.2, -0.5])), r"alpha\[1\] must lie in \[0, 1\]; got -0.5"),
+        (lambda: ours.DiceFocalLoss(alpha=2.0), r"alpha must lie in \[0, 1\]; got 2.0"),
+    ]
+    for call, match in cases:
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+def test_sequence_options_are_checked_entry_by_entry():
+    cases = [
+        (lambda: ours.DiceLoss(weight=["a", 1]), TypeError, r"weight\[0\] must be a real number; got str 'a'"),
+        (lambda: ours.DiceLoss(weight=[1, None, 2]), TypeError, r"weight\[1\] must be a real number; got NoneType None"),
+        (lambda: ours.FocalLoss(weight=[1, True]), TypeError, r"weight\[1\] must be a real number; got bool True"),
+        (lambda: ours.FocalLoss(alpha=[0.2, "x"]), TypeError, r"alpha\[1\] must be a real number; got str 'x'"),
+        (lambda: ours.DiceFocalLoss(weight=[1.0, float("inf")]), ValueError, r"weight\[1\] must be finite; got inf"),
+        (lambda: ours.MaskedDiceLoss(weight=torch.tensor([1.0, float("nan")])), ValueError, r"weight\[1\] must be finite"),
+        (lambda: ours.GeneralizedDiceFocalLoss(weight=[-1.0]), ValueError, r"weight\[0\] must be >= 0.0; got -1.0"),
+        (lambda: ours.DiceLoss(weight=torch.tensor([True, False])), TypeError, "weight must hold real numbers"),
+    ]
+    for call, error, match in cases:
+        with pytest.raises(error, match=match):
+            call()
+
+
+@pytest.mark.filterwarnings("ignore:No mask value specified")
+def test_other_devices_are_named():
+    logits, onehot = make_data(SHAPES["2d"], "onehot")
+    labels = make_data(SHAPES["2d"], "index")[1]
+    for name in ALL_CLASSES:
+        with pytest.raises(ValueError, match="target is on device meta but input is on device cpu"):
+            getattr(ours, name)()(logits, onehot.to("meta"))
+    with pytest.raises(ValueError, match="target is on device meta"):
+        ours.DiceLoss(to_onehot_y=True)(logits, labels.to("meta"))
+    mask = torch.ones(2, 1, 4, 5, dtype=torch.bool, device="meta")
+    with pytest.raises(ValueError, match="mask is on device meta but input is on device cpu"):
+        ours.MaskedDiceLoss()(logits, onehot, mask)
+    meta_weight = torch.ones(3, device="meta")
+    for name in ("DiceLoss", "FocalLoss", "DiceCELoss", "DiceFocalLoss"):
+        with pytest.raises(ValueError, match="weight is on device meta but input is on device cpu"):
+            getattr(ours, name)(weight=meta_weight)(logits, onehot)
+    # Weights given as numbers are the layer's own: they follow the input, as MONAI moves them.
+    torch.testing.assert_close(
+        ours.DiceLoss(weight=[1.0, 2.0, 3.0])(logits, onehot),
+        ours.DiceLoss(weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))(logits, onehot),
+    )
+
+
+@pytest.mark.filterwarnings("ignore:No mask value specified")
+def test_shape_mismatch_is_a_value_error_and_an_assertion_error():
+    logits, onehot = make_data(SHAPES["2d"], "onehot")
+    for name in ALL_CLASSES:
+        with pytest.raises(ValueError, match="does not match|must have"):
+            getattr(ours, name)()(logits, onehot[:, :, :2])
+        with pytest.raises(AssertionError):  # what MONAI raises, so `except AssertionError` keeps working
+            getattr(ours, name)()(logits, onehot[:, :, :2])
+
+
+@pytest.mark.parametrize("options", [{}, {"use_softmax": True, "alpha": 0.25}, {"weight": [1.0, 2.0, 0.5]}, {"gamma": 0.5}])
+def test_focal_takes_inputs_without_spatial_dims(options):
+    # (B, C) classification logits, as MONAI accepts them.
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    target = F.one_hot(torch.tensor([0, 2, 1, 1]), 3).double()
+    for reduction in REDUCTIONS:
+        kwargs = dict(options, reduction=reduction)
+        assert_same(
+            run(ours.FocalLoss(**kwargs), logits, target), run(monai_losses.FocalLoss(**kwargs), logits, target), atol=1e-6
+        )
+
+
+def test_missing_peer_classes_say_where_to_get_them():
+    for name in ("GeneralizedWassersteinDiceLoss", "HausdorffDTLoss", "SoftclDiceLoss", "SoftDiceclDiceLoss"):
+        with pytest.raises(ImportError, match=f"softseg.compat.monai has no {name}: .*from monai.losses import {name}"):
+            exec(f"from softseg.compat.monai import {name}", {})
+    with pytest.raises(AttributeError, match="has no attribute 'NotALoss'"):
+        ours.NotALoss  # noqa: B018

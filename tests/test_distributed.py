@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch import nn
 
 import softseg
@@ -27,12 +28,37 @@ from softseg.statistics import RegionStatistics
 
 WORLD = 2
 C, H, W = 3, 3, 4
+
+
+def _deep_supervision(logits, target, mask=None, **options):
+    # Two scales, the coarse one pooled from the logits: the inner Dice is synchronised at each scale.
+    outputs = [logits, F.avg_pool2d(logits, 2, ceil_mode=True)]
+    return softseg.DeepSupervisionLoss(softseg.DiceLoss(**options), weights="same")(outputs, target)
+
+
+def _compound_regions(logits, target, mask=None, **options):
+    # Dice and Jaccard share one pass, the L2 Tversky takes its own; all three synchronised.
+    terms = dict(dice=softseg.DiceLoss(**options), jaccard=softseg.JaccardLoss(**options),
+                 tversky=softseg.TverskyLoss(norm=2, alpha=0.3, beta=0.7, **options))
+    return softseg.CompoundLoss(terms, weights={"dice": 0.5, "jaccard": 0.25, "tversky": 1.0})(logits, target)
+
+
+def _smp_mcc(logits, target, mask=None, **options):
+    # smp's MCC takes probabilities of one channel.
+    return smp.MCCLoss(**options)(logits.sigmoid(), target.unsqueeze(1).to(logits.dtype))
+
+
 FUNCTIONS = {
     "dice": softseg.dice_loss,
     "jaccard": softseg.jaccard_loss,
     "tversky": softseg.tversky_loss,
     "region_ce": region_ce_loss,
     "dice_ce": dice_ce_loss,
+    "generalized_dice": softseg.generalized_dice_loss,
+    "mcc": softseg.mcc_loss,
+    "deep_supervision": _deep_supervision,
+    "compound_regions": _compound_regions,
+    "smp_mcc": _smp_mcc,
 }
 MODULES = {
     "DiceLoss": softseg.DiceLoss,
@@ -40,6 +66,8 @@ MODULES = {
     "TverskyLoss": softseg.TverskyLoss,
     "RegionCELoss": RegionCELoss,
     "DiceCELoss": DiceCELoss,
+    "GeneralizedDiceLoss": softseg.GeneralizedDiceLoss,
+    "MCCLoss": softseg.MCCLoss,
 }
 # Compat layers: (class, positional constructor arguments); called as loss(input, target[, mask]).
 COMPAT = {
@@ -53,6 +81,7 @@ COMPAT = {
     "monai.DiceCELoss": (monai.DiceCELoss, ()),
     "monai.DiceFocalLoss": (monai.DiceFocalLoss, ()),
     "monai.GeneralizedDiceFocalLoss": (monai.GeneralizedDiceFocalLoss, ()),
+    "monai.MCCLoss": (monai.MCCLoss, ()),
 }
 
 
@@ -173,6 +202,29 @@ CASES = {
         reduction="none",
     ),
     "smp_tversky_binary_empty_rank": _case(25, [0, 4], "smp.TverskyLoss", classes=1, alpha=0.3, beta=0.7, gamma=2.0),
+    "generalized_dice_global_ignore_uneven": _case(60, [3, 1], "generalized_dice", ignore=-1),
+    "generalized_dice_image_dense_mask_empty_rank": _case(
+        61, [0, 4], "GeneralizedDiceLoss", target="dense", mask=True, aggregation="image", weighting="simple"
+    ),
+    "generalized_dice_no_foreground_none": _case(
+        62, [2, 2], "generalized_dice", background_only_rank=1, include_background=False, reduction="none"
+    ),
+    "mcc_global_index": _case(63, [2, 2], "mcc"),
+    "mcc_image_dense_mask_none_uneven": _case(
+        64, [3, 1], "MCCLoss", target="dense", mask=True, aggregation="image", reduction="none"
+    ),
+    "mcc_class_ignore_weighted_empty_rank": _case(
+        65, [4, 0], "mcc", ignore=255, aggregation="class", active_classes="present", weight=[1.0, 2.0, 0.5]
+    ),
+    "mcc_binary_sigmoid_mix": _case(66, [1, 3], "mcc", classes=1, activation="sigmoid",
+                                    aggregation={"global": 1.0, "image": 0.5}),
+    "deep_supervision_dice_uneven": _case(67, [3, 1], "deep_supervision"),
+    "compound_regions_dense_image": _case(68, [1, 3], "compound_regions", target="dense", aggregation="image"),
+    "monai_mcc_index_uneven": _case(69, [3, 1], "monai.MCCLoss", index_channel=True, to_onehot_y=True, softmax=True),
+    "monai_mcc_batch_soft_empty_rank": _case(
+        70, [0, 4], "monai.MCCLoss", target="dense", softmax=True, batch=True, soft_label=True, reduction="none"
+    ),
+    "smp_mcc_soft_label_uneven": _case(71, [1, 3], "smp_mcc", classes=1, soft_label=True),
     **_random_cases(6),
 }
 # Each rank in its own singleton group: the loss must be that rank's local loss (the group is honoured).
@@ -368,6 +420,12 @@ def test_cases_are_not_trivial(ranks):
         "smp_dice_multiclass_ignore_uneven",
         "monai_dice_index_ignore_uneven",
         "monai_generalized_dice_batch_none_uneven",
+        "generalized_dice_global_ignore_uneven",
+        "mcc_global_index",
+        "deep_supervision_dice_uneven",
+        "compound_regions_dense_image",
+        "monai_mcc_index_uneven",
+        "smp_mcc_soft_label_uneven",
     ):
         case = CASES[name]
         local_loss, _ = _loss_and_grad(case, _slice(case, 1))

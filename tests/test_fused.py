@@ -495,21 +495,26 @@ def test_sigmoid_binary_label_range_is_checked_on_the_forward_blocks():
 
 
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
-@pytest.mark.parametrize("masked", [False, True])
-def test_dense_target_range_is_checked_on_the_forward_blocks(activation, masked):
-    # The dense blocks take the target's (min, max) while they read it; the [0, 1] check sees every pixel,
-    # masked-out ones too (as the separate check did), in any block, and NaN; checks off: no error.
-    target = torch.rand(2, 3, 300, generator=torch.Generator().manual_seed(4))
-    mask = {"mask": torch.rand(2, 1, 300, generator=torch.Generator().manual_seed(5)) > 0.5} if masked else {}
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # the blocks, the native kernels
+def test_dense_target_range_is_checked_on_the_forward_pass(activation, dtype):
+    # The forward pass takes the target's (min, max) while it reads it; the [0, 1] check sees every counted
+    # entry, in any block, and NaN; an excluded entry is never read (anything may stand there); checks off: no error.
+    target = torch.rand(2, 3, 300, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    mask = torch.rand(2, 1, 300, generator=torch.Generator().manual_seed(5)) > 0.5
+    mask[1, 0, 290] = True
+    logits = torch.randn(2, 3, 300, dtype=dtype)
     for value, message in ((1.25, r"found values in \[0.\d+, 1.25\]"), (-0.5, r"found values in \[-0.5, "),
                            (math.nan, "found NaN")):
         bad = target.clone()
         bad[1, 2, 290] = value
-        if masked:
-            mask["mask"][1, 0, 290] = False
-        with pytest.raises(ValueError, match=r"target must hold values in \[0, 1\]; " + message):
-            fused_statistics(torch.randn(2, 3, 300), bad, activation=activation, **mask)
-        with set_value_checks(False):
-            fused_statistics(torch.randn(2, 3, 300), bad, activation=activation, **mask)
-    stats, _ = fused_statistics(torch.zeros(2, 3, 300), target, activation=activation, **mask)
-    assert torch.isfinite(stats.tp).all()
+        for options in ({}, {"mask": mask}):
+            with pytest.raises(ValueError, match=r"target must hold values in \[0, 1\]; " + message):
+                fused_statistics(logits, bad, activation=activation, **options)
+            with set_value_checks(False):
+                fused_statistics(logits, bad, activation=activation, **options)
+        excluded = mask.clone()
+        excluded[1, 0, 290] = False  # the bad entry left out: no error, the statistics of a valid value there
+        stats, _ = fused_statistics(logits, bad, activation=activation, mask=excluded)
+        clean, _ = fused_statistics(logits, target, activation=activation, mask=excluded)
+        for a, b in zip(stats, clean):
+            torch.testing.assert_close(a, b)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.utils._python_dispatch
@@ -12,6 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import softseg
+import softseg.compat.monai
+import softseg.compat.smp
 
 from softseg import (
     DiceLoss,
@@ -187,6 +190,10 @@ def test_bad_mask(mask, error, pattern):
         ({"aggregation": {"image": -1.0}}, ValueError, r"aggregation\['image'\] must be >= 0.0; got -1.0"),
         ({"aggregation": {"image": 0.0}}, ValueError, r"aggregation weights must not all be zero"),
         ({"aggregation": {}}, TypeError, r"aggregation must be .* or a non-empty mapping.*; got \{\}"),
+        ({"aggregation": {"image": None}}, TypeError, r"aggregation\['image'\] must be a real number; got NoneType"),
+        ({"aggregation": {"image": "0.5"}}, TypeError, r"aggregation\['image'\] must be a real number; got str"),
+        ({"aggregation": {"class": float("nan")}}, ValueError, r"aggregation\['class'\] must be finite; got nan"),
+        ({"aggregation": {1: 0.5}}, ValueError, r"aggregation key must be one of 'global', 'image', 'class'; got 1"),
         ({"aggregation": 3}, TypeError, r"aggregation must be 'global', 'image', 'class' or .*; got 3"),
         ({"active_classes": "some"}, ValueError, r"active_classes must be one of 'all', 'present'; got 'some'"),
         ({"presence_threshold": -0.5}, ValueError, r"presence_threshold must be >= 0.0; got -0.5"),
@@ -229,25 +236,91 @@ def test_bad_tversky_weights(alpha, beta, error, pattern):
 
 def test_unknown_option_is_a_type_error():
     for fn in (dice_loss, jaccard_loss, tversky_loss):
-        _raises(TypeError, r"unexpected keyword argument 'smoothing'", fn, LOGITS, LABELS, smoothing=1.0)
+        pattern = rf"{fn.__name__}\(\) got an unexpected keyword argument 'smoothing'; did you mean 'smooth'\?"
+        _raises(TypeError, pattern, fn, LOGITS, LABELS, smoothing=1.0)
     for module in (DiceLoss, JaccardLoss, TverskyLoss):
-        _raises(TypeError, r"unexpected keyword argument 'smoothing'", module, smoothing=1.0)
+        pattern = rf"{module.__name__}\(\) got an unexpected keyword argument 'smoothing'; did you mean 'smooth'\?"
+        _raises(TypeError, pattern, module, smoothing=1.0)
 
 
-def test_options_are_keyword_only():
-    with pytest.raises(TypeError, match=r"positional argument"):
-        tversky_loss(LOGITS, LABELS, 0.3, 0.7)
-    with pytest.raises(TypeError, match=r"positional argument"):
-        TverskyLoss(0.3, 0.7)
+@pytest.mark.parametrize(
+    ("make", "pattern"),
+    [
+        (lambda: DiceLoss(smoth=1), r"^DiceLoss\(\) got an unexpected keyword argument 'smoth'; did you mean 'smooth'\?$"),
+        (lambda: softseg.DiceCELoss(lamda_ce=1), r"^DiceCELoss\(\) .* 'lamda_ce'; did you mean 'lambda_ce'\?$"),
+        (lambda: softseg.RegionCELoss(regoin="dice"), r"^RegionCELoss\(\) .* 'regoin'; did you mean 'region'\?$"),
+        (lambda: softseg.FocalLoss(gama=1.0), r"^FocalLoss\(\) .* 'gama'; did you mean 'gamma'\?$"),
+        (lambda: softseg.dice_ce_loss(LOGITS, LABELS, ignore=255), r"^dice_ce_loss\(\) .* 'ignore'; did you mean 'ignore_index'\?$"),
+        (lambda: JaccardLoss(zzz=1), r"^JaccardLoss\(\) .* 'zzz'; its options: activation, smooth, norm, gamma, .*process_group$"),
+    ],
+)
+def test_a_typo_blames_the_class_or_function_called_and_suggests_the_option(make, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("callable_", "general"),
+    [
+        (dice_loss, tversky_loss),
+        (jaccard_loss, tversky_loss),
+        (DiceLoss, tversky_loss),
+        (JaccardLoss, tversky_loss),
+        (TverskyLoss, tversky_loss),
+        (tversky_loss, tversky_loss),
+        (softseg.dice_ce_loss, softseg.region_ce_loss),
+        (softseg.DiceCELoss, softseg.region_ce_loss),
+        (softseg.RegionCELoss, softseg.region_ce_loss),
+        (softseg.region_ce_loss, softseg.region_ce_loss),
+    ],
+)
+def test_every_option_is_in_the_signature_keyword_only_with_a_default_and_a_type(callable_, general):
+    import inspect
+
+    parameters = {p.name: p for p in inspect.signature(callable_).parameters.values()}
+    assert not [p for p in parameters.values() if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]  # no **options
+    options = {name: p for name, p in parameters.items() if name not in ("input", "target")}
+    for option in options.values():
+        assert option.kind == option.KEYWORD_ONLY, option
+        assert option.default is not option.empty and option.annotation is not option.empty, option
+    # A specialised loss or a module keeps every option of the general function with the same default
+    # and type, except those it fixes (and mask, which a module takes in forward).
+    left_out = {"alpha", "beta", "region", "mask"}
+    general_options = {p.name: p for p in inspect.signature(general).parameters.values()}
+    general_options = {name: p for name, p in general_options.items() if name not in ("input", "target")}
+    assert set(general_options) - left_out == set(options) - left_out
+    for name in set(options) - left_out:
+        assert (options[name].default, options[name].annotation) == (
+            general_options[name].default, general_options[name].annotation), name
 
 
 @pytest.mark.parametrize("fixed", ["alpha", "beta"])
 def test_dice_and_jaccard_fix_alpha_and_beta(fixed):
     for fn, name in ((dice_loss, "dice_loss"), (jaccard_loss, "jaccard_loss")):
-        pattern = rf"{name} fixes alpha and beta; got {fixed} \(use tversky_loss"
+        pattern = rf"{name}\(\) got an unexpected keyword argument '{fixed}'; {name} fixes alpha = beta = .* \(tversky_loss"
         _raises(TypeError, pattern, fn, LOGITS, LABELS, **{fixed: 0.3})
     for module, name in ((DiceLoss, "DiceLoss"), (JaccardLoss, "JaccardLoss")):
-        _raises(TypeError, rf"{name} fixes alpha and beta; got {fixed}", module, **{fixed: 0.3})
+        _raises(TypeError, rf"{name}\(\) got .* '{fixed}'; {name} fixes alpha = beta = .* \(TverskyLoss", module,
+                **{fixed: 0.3})
+
+
+def test_specialised_losses_equal_the_general_one_with_every_option():
+    options = dict(activation="softmax", smooth=0.5, norm=2, gamma=2.0, log_loss=True, weight=[1.0, 2.0],
+                   include_background=False, aggregation="image", active_classes="present",
+                   presence_threshold=0.2, ignore_index=7, reduction="sum")
+    logits, labels = torch.randn(2, 3, 5), torch.tensor([[0, 1, 2, 7, 1], [2, 2, 0, 1, 7]])
+    for specialised, alpha in ((dice_loss, 0.5), (jaccard_loss, 1.0)):
+        expected = tversky_loss(logits, labels, alpha=alpha, beta=alpha, **options)
+        torch.testing.assert_close(specialised(logits, labels, **options), expected)
+    modules = {DiceLoss: 0.5, JaccardLoss: 1.0}
+    for module, alpha in modules.items():
+        expected = TverskyLoss(alpha=alpha, beta=alpha, **options)(logits, labels)
+        torch.testing.assert_close(module(**options)(logits, labels), expected)
+    compound = dict(options, lambda_ce=0.5, lambda_region=2.0)
+    del compound["reduction"]
+    expected = softseg.region_ce_loss(logits, labels, region="dice", **compound)
+    torch.testing.assert_close(softseg.dice_ce_loss(logits, labels, **compound), expected)
+    torch.testing.assert_close(softseg.DiceCELoss(**compound)(logits, labels), expected)
 
 
 def test_include_background_false_with_one_channel():
@@ -277,21 +350,201 @@ def test_include_background_false_with_one_channel():
             r"weight must have one value per scored class, 2 \(include_background=False: leave out class 0\); got 3",
         ),
         (torch.ones(3, 1), {}, ValueError, r"weight must be 1-D, one value per class; got shape \(3, 1\)"),
-        ([1.0, -2.0, 3.0], {}, ValueError, r"weight must hold finite non-negative values; got \[1.0, -2.0, 3.0\]"),
-        ([1.0, float("nan"), 3.0], {}, ValueError, r"weight must hold finite non-negative values"),
+        ([1.0, -2.0, 3.0], {}, ValueError, r"weight\[1\] must be >= 0.0; got -2.0"),
+        ([1.0, float("nan"), 3.0], {}, ValueError, r"weight\[1\] must be finite; got nan"),
+        ([1.0, 1.0, float("inf")], {}, ValueError, r"weight\[2\] must be finite; got inf"),
+        (torch.tensor([1.0, -2.0, 3.0]), {}, ValueError, r"weight\[1\] must be >= 0.0; got -2.0"),
+        (torch.tensor([1.0, 1.0, float("nan")]), {}, ValueError, r"weight\[2\] must be finite; got nan"),
+        (torch.tensor([-1, 1, 1]), {}, ValueError, r"weight\[0\] must be >= 0.0; got -1"),
+        (torch.tensor([True, True, False]), {}, TypeError, r"weight must hold real numbers.*got dtype torch\.bool"),
+        (torch.ones(3, dtype=torch.complex64), {}, TypeError, r"weight must hold real numbers.*torch\.complex64"),
+        # sequences: checked entry by entry, the message names the entry
+        (["a", 1, 1], {}, TypeError, r"weight\[0\] must be a real number; got str"),
+        ([1, None, 2], {}, TypeError, r"weight\[1\] must be a real number; got NoneType"),
+        ([1, 1, True], {}, TypeError, r"weight\[2\] must be a real number; got bool"),
+        ([[1, 2, 3]], {}, TypeError, r"weight\[0\] must be a real number; got list"),
+        ((1, 2, torch.tensor(3.0)), {}, TypeError, r"weight\[2\] must be a real number; got Tensor"),
+        (np.array([1.0, -1.0, 1.0]), {}, ValueError, r"weight\[1\] must be >= 0.0; got -1.0"),
+        (np.array([1.0, np.nan, 1.0]), {}, ValueError, r"weight\[1\] must be finite; got nan"),
+        (np.ones((3, 1)), {}, ValueError, r"weight must be 1-D; got an array of shape \(3, 1\)"),
+        (np.array([True, False, True]), {}, TypeError, r"weight\[0\] must be a real number; got bool"),
+        (np.array(["a", "b", "c"]), {}, TypeError, r"weight\[0\] must be a real number; got str"),
         ("abc", {}, TypeError, r"weight must be a 1-D tensor or a sequence of numbers; got str"),
         (2.0, {}, TypeError, r"weight must be a 1-D tensor or a sequence of numbers; got float"),
+        ({"a": 1.0}, {}, TypeError, r"weight must be a 1-D tensor or a sequence of numbers; got dict"),
     ],
 )
 def test_bad_weight(weight, options, error, pattern):
     _raises(error, pattern, dice_loss, LOGITS, LABELS, weight=weight, **options)
 
 
+@pytest.mark.parametrize(
+    "loss",
+    [
+        functools.partial(dice_loss, aggregation="image"),
+        softseg.dice_ce_loss,
+        softseg.focal_loss,
+        lambda *args, **kwargs: softseg.metrics.soft_dice_score(*args, activation="softmax", **kwargs),
+    ],
+)
+def test_weight_sequences_of_any_kind_give_the_same_value(loss):
+    logits, labels = torch.randn(2, 3, 5), torch.tensor([[0, 1, 2, 1, 1], [2, 2, 0, 1, 0]])
+    reference = loss(logits, labels, weight=torch.tensor([1.0, 2.0, 0.5]))
+    for weight in ([1, 2, 0.5], (1.0, 2.0, 0.5), np.array([1.0, 2.0, 0.5]), np.array([1, 2, 0.5], dtype=np.float32),
+                   [np.float32(1), np.int64(2), 0.5]):
+        torch.testing.assert_close(loss(logits, labels, weight=weight), reference, check_dtype=False)
+
+
 def test_module_weight_of_wrong_length_fails_at_forward_and_bad_values_at_construction():
     module = DiceLoss(weight=[1.0, 2.0])  # the number of classes is only known from the input
     _raises(ValueError, r"weight must have one value per scored class, 3; got 2", module, LOGITS, LABELS)
-    _raises(ValueError, r"weight must hold finite non-negative values", DiceLoss, weight=[1.0, -1.0])
+    _raises(ValueError, r"weight\[1\] must be finite; got nan", DiceLoss, weight=[1.0, float("nan")])
     _raises(ValueError, r"weight must be 1-D", DiceLoss, weight=torch.ones(2, 2))
+
+
+# ------------------------------------------------ weights changed after the check (issue: a cached check bypassed)
+
+
+_WEIGHTED_MODULES = [
+    lambda weight: softseg.DiceLoss(weight=weight),
+    lambda weight: softseg.TverskyLoss(alpha=0.3, beta=0.7, weight=weight),
+    lambda weight: softseg.DiceCELoss(weight=weight),
+    lambda weight: softseg.FocalLoss(weight=weight),
+]
+
+
+@pytest.mark.parametrize("make", _WEIGHTED_MODULES)
+@pytest.mark.parametrize("write", ["data", "in_place", "shared_storage"])
+def test_a_weight_changed_after_construction_is_checked_at_the_next_call(make, write):
+    logits, labels = torch.randn(1, 3, 4), torch.tensor([[0, 1, 2, 1]])
+    loss = make([1.0, 2.0, 1.0])
+    assert torch.isfinite(loss(logits, labels))
+    bad = torch.tensor([1.0, -5.0, 1.0])
+    if write == "data":  # no version bump: the write that bypassed the old once-per-version check
+        loss.weight.data.copy_(bad)
+    elif write == "in_place":
+        with torch.no_grad():
+            loss.weight.copy_(bad)
+    else:  # another tensor on the same storage, with a version counter of its own
+        torch.Tensor().set_(loss.weight.untyped_storage()).copy_(bad)
+    with pytest.raises(ValueError, match=r"weight\[1\] must be >= 0.0; got -5.0"):
+        loss(logits, labels)
+    with softseg.set_value_checks(False):  # the switch still turns the check off
+        loss(logits, labels)
+
+
+def test_a_weight_tensor_changed_between_calls_is_checked_at_every_call():
+    logits, labels = torch.randn(1, 3, 4), torch.tensor([[0, 1, 2, 1]])
+    weight = torch.tensor([1.0, 2.0, 0.5])
+    functions = (softseg.dice_loss, softseg.dice_ce_loss, softseg.focal_loss, softseg.metrics.soft_dice_score)
+    for function in functions:
+        function(logits.softmax(1), labels, weight=weight)
+    weight.data[2] = float("nan")
+    for function in functions:
+        with pytest.raises(ValueError, match=r"weight\[2\] must be finite; got nan"):
+            function(logits.softmax(1), labels, weight=weight)
+
+
+def test_metric_class_weight_changed_after_construction_is_checked_at_compute():
+    metric = softseg.metrics.SoftDiceScore(num_classes=3, weight=torch.tensor([1.0, 2.0, 1.0]))
+    metric.update(torch.full((1, 3, 4), 1 / 3), torch.tensor([[0, 1, 2, 1]]))
+    metric.weight.data[0] = -1.0
+    with pytest.raises(ValueError, match=r"weight\[0\] must be >= 0.0; got -1.0"):
+        metric.compute()
+
+
+def test_weight_checks_on_an_accelerator_read_once_per_version_and_guard_every_call_on_the_device(monkeypatch):
+    # The accelerator path, run on the CPU: a host read only when the version changed, a device-side
+    # assertion (no host read) at every call; torch._assert_async raises at once on the CPU.
+    from softseg import _checks
+
+    monkeypatch.setattr(_checks, "_host_reads_are_free", lambda tensor: False)
+    logits, labels = torch.randn(1, 3, 4), torch.tensor([[0, 1, 2, 1]])
+    loss = softseg.DiceLoss(weight=torch.tensor([1.0, 2.0, 1.0]))
+    loss(logits, labels)
+    with _RecordOps() as again:
+        loss(logits, labels)
+    assert "isfinite" not in again.names  # the same version: no host check
+    assert again.names.count("_assert_async") == 1  # ... but the device-side guard
+    loss.weight.data.copy_(torch.tensor([1.0, -5.0, 1.0]))  # no version bump
+    with pytest.raises(RuntimeError, match=r"softseg: weight must hold finite values >= 0"):
+        loss(logits, labels)
+    with torch.no_grad():
+        loss.weight[1] = float("inf")  # a version bump: the clear host-side message
+    with pytest.raises(ValueError, match=r"weight\[1\] must be finite; got inf"):
+        loss(logits, labels)
+
+
+def test_weight_guard_compiles_without_a_graph_break():
+    from softseg._checks import check_weight_values
+
+    def weighted_sum(x, weight):
+        check_weight_values("weight", weight)
+        return (x * weight).sum()
+
+    compiled = torch.compile(weighted_sum, fullgraph=True, backend="eager")
+    assert float(compiled(torch.ones(3), torch.tensor([1.0, 2.0, 3.0]))) == 6.0
+    with pytest.raises(RuntimeError, match=r"softseg: weight must hold finite values >= 0"):
+        compiled(torch.ones(3), torch.tensor([1.0, float("nan"), 3.0]))
+
+
+# ---------------------------------------------------------------- devices
+
+
+def _loss_functions():
+    return [
+        softseg.dice_loss,
+        softseg.jaccard_loss,
+        functools.partial(softseg.tversky_loss, alpha=0.3, beta=0.7),
+        softseg.dice_ce_loss,
+        softseg.region_ce_loss,
+        softseg.focal_loss,
+        softseg.DiceLoss(),
+        softseg.DiceCELoss(),
+        softseg.FocalLoss(),
+        softseg.metrics.soft_dice_score,
+        softseg.metrics.soft_jaccard_score,
+        softseg.metrics.brier_score,
+        softseg.metrics.expected_calibration_error,
+        softseg.region_statistics,
+    ]
+
+
+@pytest.mark.parametrize("function", _loss_functions())
+@pytest.mark.parametrize("target", [LABELS, SOFT], ids=["index", "dense"])
+def test_target_or_mask_on_another_device_is_named_with_both_devices(function, target):
+    probs = SOFT  # probabilities are also fine logits
+    pattern = r"target is on device meta but input is on device cpu; expected both on one device"
+    _raises(ValueError, pattern, function, probs, target.to("meta"))
+    pattern = r"target is on device cpu but input is on device meta"
+    _raises(ValueError, pattern, function, probs.to("meta"), target)
+    mask = torch.ones(2, 4, 4, dtype=torch.bool, device="meta")
+    _raises(ValueError, r"mask is on device meta but input is on device cpu", function, probs, target, mask=mask)
+
+
+@pytest.mark.parametrize(
+    "function", [softseg.dice_loss, softseg.tversky_loss, softseg.dice_ce_loss, softseg.focal_loss]
+)
+def test_weight_tensor_on_another_device_is_named_with_both_devices(function):
+    weight = torch.ones(3, device="meta")
+    pattern = r"weight is on device meta but input is on device cpu; expected both on one device \(move weight"
+    _raises(ValueError, pattern, function, LOGITS, LABELS, weight=weight)
+
+
+def test_module_weight_buffer_on_another_device_names_the_module():
+    loss = softseg.DiceLoss(weight=[1.0, 2.0, 1.0]).to("meta")
+    pattern = r"weight is on device meta but input is on device cpu.*or the loss module that holds it"
+    _raises(ValueError, pattern, loss, LOGITS, LABELS)
+    with softseg.set_value_checks(False):  # the label check reads values, which meta tensors lack
+        assert loss(LOGITS.to("meta"), LABELS.to("meta")).is_meta  # input and weight on one device
+
+
+def test_everything_on_the_meta_device_gives_shapes():
+    logits = torch.zeros(2, 3, 4, 4, device="meta")
+    labels = torch.zeros(2, 4, 4, dtype=torch.long, device="meta")
+    with softseg.set_value_checks(False):  # the label check reads values, which meta tensors lack
+        loss = softseg.dice_loss(logits, labels, weight=torch.ones(3, device="meta"), aggregation="image")
+    assert loss.device.type == "meta" and loss.shape == ()
 
 
 # ---------------------------------------------------------------- lower layers
@@ -415,15 +668,32 @@ def test_value_checks_switch_call_and_block():
         softseg.dice_loss(logits, torch.full((1, 2, 2), 1.5))
 
 
-def test_weight_values_are_checked_once_per_tensor_version():
-    logits, labels = torch.randn(1, 3, 4), torch.tensor([[0, 1, 2, 1]])
-    weight = torch.tensor([1.0, 2.0, 0.5])
-    softseg.dice_loss(logits, labels, weight=weight)
-    with _RecordOps() as again:
-        softseg.dice_loss(logits, labels, weight=weight)
-    assert "isfinite" not in again.names  # the same, unchanged tensor: not checked again
-    weight[1] = -1.0  # an in-place write bumps the version: checked again
-    with pytest.raises(ValueError, match="weight must hold finite non-negative values"):
-        softseg.dice_loss(logits, labels, weight=weight)
-    with pytest.raises(ValueError, match="weight must hold finite non-negative values"):
-        softseg.DiceLoss(weight=[1.0, float("nan"), 1.0])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: softseg.compat.monai.DiceLoss(softmax=True, to_onehot_y=True, weight=[1.0, 2.0, 1.0]),
+        lambda: softseg.compat.monai.DiceCELoss(softmax=True, to_onehot_y=True, weight=torch.tensor([1.0, 2.0, 1.0])),
+        lambda: softseg.compat.monai.FocalLoss(to_onehot_y=True, weight=[1.0, 2.0, 1.0]),
+        lambda: softseg.compat.smp.DiceLoss("multiclass", class_weights=[1.0, 2.0, 1.0]),
+        lambda: softseg.compat.smp.TverskyLoss("multiclass", class_weights=[1.0, 2.0, 1.0]),
+    ],
+)
+def test_compat_weight_changed_after_construction_is_checked_at_the_next_call(make):
+    loss = make()
+    smp = isinstance(getattr(loss, "class_weights", None), torch.Tensor)
+    logits = torch.randn(1, 3, 4)
+    labels = torch.tensor([[0, 1, 2, 1]]) if smp else torch.tensor([[[0, 1, 2, 1]]])
+    assert torch.isfinite(loss(logits, labels))
+    if smp:  # smp keeps class_weights as a plain attribute
+        weights = loss.class_weights
+    else:
+        weights = next(b for name, b in loss.named_buffers() if name.endswith("class_weight"))
+    weights.data.copy_(torch.tensor([1.0, -5.0, 1.0]))
+    with pytest.raises(ValueError, match=r"weight(s)?\[1\] must be >= 0.0; got -5.0"):
+        loss(logits, labels)
+
+
+def test_numpy_scalars_are_numbers():
+    expected = dice_loss(LOGITS, LABELS, smooth=0.5, gamma=2.0)
+    torch.testing.assert_close(dice_loss(LOGITS, LABELS, smooth=np.float32(0.5), gamma=np.int64(2)), expected)
+    _raises(TypeError, r"smooth must be a real number; got bool_?", dice_loss, LOGITS, LABELS, smooth=np.bool_(True))

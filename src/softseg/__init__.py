@@ -8,6 +8,7 @@ The layers, bottom to top:
 - :mod:`softseg.scores`: Tversky/Dice/Jaccard index of those statistics;
 - :mod:`softseg.aggregation`: global, image and class averaging over active classes;
 - :mod:`softseg.losses`: the losses, each a function and a thin module;
+- :mod:`softseg.schedules`: loss weights over training, for :class:`softseg.CompoundLoss`;
 - :mod:`softseg.metrics`: torchmetrics classes and functions over the same statistics;
 - :mod:`softseg.labels`: making soft targets (smoothing, raters, distillation, deep supervision);
 - :mod:`softseg.compat`: drop-in replacements for MONAI's and smp's losses;
@@ -19,17 +20,24 @@ import importlib
 from softseg._checks import set_value_checks, value_checks_enabled
 from softseg.activation import activate
 from softseg.aggregation import aggregate
+from softseg import schedules  # softseg.schedules.linear(...) for CompoundLoss weights; not in __all__ (a module)
 from softseg.losses import (
+    CompoundLoss,
+    DeepSupervisionLoss,
     DiceCELoss,
     DiceLoss,
     FocalLoss,
+    GeneralizedDiceLoss,
     JaccardLoss,
+    MCCLoss,
     RegionCELoss,
     TverskyLoss,
     dice_ce_loss,
     dice_loss,
     focal_loss,
+    generalized_dice_loss,
     jaccard_loss,
+    mcc_loss,
     region_ce_loss,
     tversky_loss,
 )
@@ -49,10 +57,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'softseg' has no attribute {name!r}")
 
 __all__ = [
+    "CompoundLoss",
+    "DeepSupervisionLoss",
     "DiceCELoss",
     "DiceLoss",
     "FocalLoss",
+    "GeneralizedDiceLoss",
     "JaccardLoss",
+    "MCCLoss",
     "RegionCELoss",
     "RegionStatistics",
     "TverskyLoss",
@@ -61,7 +73,9 @@ __all__ = [
     "dice_ce_loss",
     "dice_loss",
     "focal_loss",
+    "generalized_dice_loss",
     "jaccard_loss",
+    "mcc_loss",
     "logit_statistics",
     "region_ce_loss",
     "region_statistics",

@@ -43,6 +43,7 @@ from softseg.statistics import (
     _selected,
     accumulation_dtype,
     checked_statistics_arguments,
+    counted_values,
     region_statistics,
 )
 
@@ -311,7 +312,7 @@ def _flat_inputs(
         labels, weight = _index_labels(target, channels, ignore_index=ignore_index, mask=mask, check=check)
         return logits, labels, None, weight
     if check:
-        check_unit_interval("target", target)
+        check_unit_interval("target", counted_values(target, mask))  # excluded entries are never read
     weight = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
     return logits, None, target.reshape(batch, channels, pixels), weight
 

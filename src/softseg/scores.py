@@ -1,4 +1,4 @@
-"""Scores from statistics: the Tversky index and its Dice and Jaccard cases, shared by losses and metrics."""
+"""Scores from statistics: the Tversky index (Dice, Jaccard) and the Matthews correlation, shared by losses and metrics."""
 
 from __future__ import annotations
 
@@ -49,6 +49,48 @@ def tversky_index(
     # != 0 rather than > 0: with inputs outside [0, 1] (MONAI's other_act=torch.tanh) the ratio stays defined.
     nonzero = denominator != 0
     return torch.where(nonzero, numerator / torch.where(nonzero, denominator, 1), 1)
+
+
+def matthews_correlation(
+    tp: Tensor,
+    fp: Tensor,
+    fn: Tensor,
+    tn: Tensor,
+    *,
+    smooth_numerator: float = 0.0,
+    smooth_denominator: float = 0.0,
+) -> Tensor:
+    r"""Matthews correlation coefficient of (soft) confusion counts, entry by entry.
+
+    .. math::
+
+        \mathrm{MCC} = \frac{tp\, tn - fp\, fn + s_n}{\sqrt{(tp + fp)(tp + fn)(tn + fp)(tn + fn) + s_d}}
+
+    An entry with fp = fn = 0 (the prediction equals the target) scores 1, also where the product is 0
+    (an empty class, or a class everywhere), as MONAI does; any other entry with a zero denominator
+    scores 0 (scikit-learn's convention), with a zero, finite gradient.
+
+    Convention:
+        - ``tp``, ``fp``, ``fn``, ``tn``: tensors of one shape, >= 0 (the result has it); the smoothing
+          terms exist for the peers' compatibility layers (MONAI's ``smooth_nr``, ``smooth_dr``).
+        - In [-1, 1] for non-negative counts and no smoothing; scale-free, so counts may be divided by
+          the number of pixels first (no overflow of the product in float32).
+
+    Example:
+        >>> matthews_correlation(*(torch.tensor([v]) for v in (3.0, 1.0, 1.0, 5.0)))   # (15 - 1) / sqrt(4 * 4 * 6 * 6)
+        tensor([0.5833])
+        >>> matthews_correlation(*(torch.tensor([v]) for v in (0.0, 0.0, 0.0, 4.0)))   # empty class, predicted empty
+        tensor([1.])
+    """
+    numerator = tp * tn - fp * fn
+    if smooth_numerator:
+        numerator = numerator + smooth_numerator
+    squared = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+    if smooth_denominator:
+        squared = squared + smooth_denominator
+    positive = squared > 0
+    score = torch.where(positive, numerator / torch.where(positive, squared, 1).sqrt(), 0)
+    return torch.where((fp == 0) & (fn == 0), 1, score)
 
 
 def power(value: Tensor, gamma: float) -> Tensor:

@@ -145,7 +145,7 @@ def region_statistics(
     probs, kind, mask = checked_statistics_arguments(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
     if kind == "index":
         return _index_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
-    check_unit_interval("target", target)
+    check_unit_interval("target", counted_values(target, mask))
     return _dense_statistics(probs, target, norm=norm, mask=mask)
 
 
@@ -222,6 +222,56 @@ def _index_statistics(
     return RegionStatistics(tp, pred_mass - tp, count - tp, (count > 0).to(acc))
 
 
+def counted_pixels(
+    input: Tensor, target: Tensor, *, ignore_index: int | None = None, mask: Tensor | None = None
+) -> Tensor:
+    r"""How many pixels the statistics of each (image, class) sum over: n = tp + fp + fn + tn.
+
+    .. math::
+
+        n_{bc} = \#\{i : \text{pixel } i \text{ of image } b \text{ counts for class } c\}
+
+    The losses that need true negatives (tn = n - tp - fp - fn = sum min(1 - x, 1 - y) for norm 1) take it
+    from here; it reads only the target and the mask, never the logits.
+
+    Convention:
+        - ``input`` (B, C, \*spatial) (only its shape is used), ``target``, ``ignore_index`` and ``mask`` as
+          :func:`region_statistics` (validated the same way).
+        - Returns (B, 1) when every class counts the same pixels, (B, C) with a per-class mask; float32
+          (float64 for float64 input).
+
+    Example:
+        >>> labels = torch.tensor([[0, 1, 255, 1]])
+        >>> counted_pixels(torch.zeros(1, 2, 4), labels, ignore_index=255)
+        tensor([[3.]])
+    """
+    input, kind, mask = checked_statistics_arguments(input, target, norm=1, ignore_index=ignore_index, mask=mask)
+    acc = accumulation_dtype(input.dtype)
+    batch = input.shape[0]
+    pixels = math.prod(input.shape[2:])  # explicit: reshape(0, -1) is ambiguous for an empty batch
+    counted = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
+    if kind == "index" and ignore_index is not None:
+        valid = target.reshape(batch, 1, pixels) != ignore_index
+        counted = valid if counted is None else counted & valid
+    if counted is None:
+        return torch.full((batch, 1), float(pixels), dtype=acc, device=input.device)
+    return counted.sum(-1, dtype=acc)
+
+
+def counted_values(values: Tensor, mask: Tensor | None) -> Tensor:
+    """``values`` with the entries ``mask`` leaves out set to 0, for the value checks: excluded entries are never read.
+
+    Convention:
+        ``mask``: bool, broadcastable to ``values`` (with a channel dim), True = counts; None: ``values`` itself.
+        0 lies in every range the checks accept ([0, 1] for targets).
+
+    Example:
+        >>> counted_values(torch.tensor([[[0.5, float("nan")]]]), torch.tensor([[[True, False]]]))
+        tensor([[[0.5000, 0.0000]]])
+    """
+    return _selected(values, mask)
+
+
 def _selected(values: Tensor, keep: Tensor | None) -> Tensor:
     """``values`` where ``keep`` (broadcast) is True, else 0; ``values`` itself when ``keep`` is None."""
     return values if keep is None else torch.where(keep, values, 0)
@@ -260,8 +310,8 @@ def product_statistics(probs: Tensor, target: Tensor, *, mask: Tensor | None = N
             f"product_statistics needs class probabilities of shape {tuple(probs.shape)}; got class indices of "
             f"shape {tuple(target.shape)} (region_statistics gives the same numbers for hard labels)"
         )
-    check_unit_interval("target", target)
     mask = None if mask is None else check_mask(mask, probs)
+    check_unit_interval("target", counted_values(target, mask))
     acc = accumulation_dtype(probs.dtype)
     dims = tuple(range(2, probs.ndim))
     probs, target = _selected(probs, mask), _selected(target, mask)  # selected first: see _dense_statistics

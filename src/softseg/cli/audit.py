@@ -13,7 +13,10 @@ probabilities y themselves with ``--input probs``. Four checks:
 3. hard labels: on a one-hot target, the loss equals softseg's Dice or Jaccard loss under one of the
    aggregations (global, image, class), with or without background, norm 1 or 2 (``--reference auto``:
    "n/a" when none matches; ``--reference dice`` or ``jaccard``: fail when none matches);
-4. range: value and gradient finite, value within ``--range`` (default 0,1), also with an empty class.
+4. range: value and gradient finite, value within ``--range``, also with an empty class. By default
+   (``auto``) [0, 1] for a loss that matched a Dice or Jaccard form in check 3 (overlap losses are
+   bounded by 1), [0, inf) for any other loss: a cross-entropy term, alone or in a compound loss such
+   as Dice + CE, is not bounded by 1.
 
 A loss passes when 2, 3 (or n/a) and 4 pass. The exit status is 1 when any loss fails (or raises).
 """
@@ -33,7 +36,7 @@ from rich.table import Table
 from torch import Tensor
 
 import softseg
-from softseg.cli.common import CommandError, make_console
+from softseg.cli.common import CommandError, make_console, seed_argument
 
 STEP_SIZES = (1.0, 0.1, 0.01)
 RANDOM_MOVES = 8
@@ -141,9 +144,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--range",
         dest="value_range",
-        default="0,1",
+        default="auto",
         metavar="LOW,HIGH",
-        help="allowed values, e.g. 0,inf for cross-entropy (default 0,1)",
+        help="allowed values, e.g. 0,1 (default auto: 0,1 for a loss that matches a Dice or Jaccard form on "
+        "hard labels, 0,inf for any other loss, such as cross-entropy or Dice + CE)",
     )
     parser.add_argument("--classes", metavar="N", type=int, default=3, help="number of classes C >= 2 (default 3)")
     parser.add_argument("--size", metavar="N", type=int, default=8, help="image side S >= 2 (default 8)")
@@ -155,7 +159,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=1e-4,
         help="relative tolerance of the comparisons (default 1e-4)",
     )
-    parser.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the random problem (default 0)")
+    parser.add_argument(
+        "--seed", metavar="N", type=seed_argument, default=0, help="seed of the random problem (default 0)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print no table; only the exit status tells")
     parser.set_defaults(run=_run, extras=[])
     return parser
@@ -322,7 +328,7 @@ def audit_loss(
     input_kind: str,
     hard_target: str,
     reference: str,
-    value_range: tuple[float, float],
+    value_range: tuple[float, float] | None,
     steps: int,
     tolerance: float,
     seed: int,
@@ -334,6 +340,7 @@ def audit_loss(
         gradient steps move z. ``hard_target`` ``"onehot"`` or ``"index"`` ((B, 1, S, S) int64).
         ``reference`` ``"auto"``, ``"dice"``, ``"jaccard"`` or ``"none"``. Comparisons are relative to
         ``tolerance`` (scaled by max(1, |value|)). A loss returning a non-scalar tensor is averaged.
+        ``value_range`` None: [0, 1] when the hard-label check matched a Dice or Jaccard form, else [0, inf).
 
     Example:
         >>> import softseg
@@ -396,6 +403,8 @@ def audit_loss(
                 closest = min(references.items(), key=lambda item: abs(item[1] - hard_value))
                 hard_check = (False, f"{hard_value:.4f} != {closest[0]}: {closest[1]:.4f}")
 
+        if value_range is None:  # auto: only overlap losses are bounded by 1 (cross-entropy terms are not)
+            value_range = (0.0, 1.0) if hard_check[0] is True else (0.0, math.inf)
         range_check = _range_check(loss, problem, to_input, hard_arg, value_range, start)
     except Exception as error:  # any failure inside a foreign loss is a verdict, not a crash of the command
         return Verdict(name, (None, ""), (None, ""), (None, ""), (None, ""), error=f"{type(error).__name__}: {error}")
@@ -438,11 +447,13 @@ def _range_check(
     return (True, text) if inside else (False, f"{text} outside [{value_range[0]:g}, {value_range[1]:g}]")
 
 
-def _parse_range(text: str) -> tuple[float, float]:
+def _parse_range(text: str) -> tuple[float, float] | None:
+    if text == "auto":
+        return None
     try:
         low, high = (float(part) for part in text.split(","))
     except ValueError:
-        raise CommandError(f"--range must be LOW,HIGH such as 0,1 or 0,inf; got {text!r}") from None
+        raise CommandError(f"--range must be auto or LOW,HIGH such as 0,1 or 0,inf; got {text!r}") from None
     if math.isnan(low) or math.isnan(high) or low > high:
         raise CommandError(f"--range must have LOW <= HIGH; got {text!r}")
     return low, high
@@ -491,6 +502,11 @@ def _run(args: argparse.Namespace) -> int:
     ):
         if value < minimum:
             raise CommandError(f"{option} must be >= {minimum}; got {value}")
+    if args.classes > args.size**2:  # every class is placed in every image of the hard target
+        raise CommandError(
+            f"--classes {args.classes} needs at least {args.classes} pixels per image, but --size {args.size} "
+            f"gives {args.size**2}; use --size {math.ceil(math.sqrt(args.classes))} or more"
+        )
     if not args.tolerance > 0:
         raise CommandError(f"--tolerance must be > 0; got {args.tolerance}")
     losses = [(name, load_loss(name, kwargs)) for name, kwargs in specs]  # fail on imports before any check runs

@@ -31,8 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """
     parser = subparsers.add_parser(
         "bench",
-        help="run the loss benchmark (arguments go to softseg.benchmark)",
-        description="Run softseg's benchmark of losses against their peers and print its table. "
+        help="time softseg's losses against cross-entropy and their peers",
+        description="Run softseg's benchmark of losses against cross-entropy and their peers (MONAI, smp, where "
+        "installed; nothing is installed unless you pass --install-peers) and print its table. "
         "All arguments are forwarded to softseg.benchmark.main; `softseg bench -- --help` lists them.",
         add_help=True,
         allow_abbrev=False,
@@ -47,5 +48,5 @@ def _run(args: argparse.Namespace) -> int:
         benchmark = importlib.import_module("softseg.benchmark")
     except ImportError as error:
         raise CommandError(f"the benchmark module softseg.benchmark cannot be imported: {error}") from error
-    status = benchmark.main(forwarded)
+    status = benchmark.main(forwarded, prog="softseg bench")
     return 0 if status is None else int(status)

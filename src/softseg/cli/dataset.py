@@ -26,28 +26,31 @@ CLASS_NAMES = ("background", "large", "small")
 
 
 class MultiRaterData(NamedTuple):
-    """Images with one label map per rater.
+    """Images with one label map per rater and, where the data set has one, a field of view.
 
-    ``images``: (N, 1, H, W) float32, standardised per image; ``raters``: (N, R, H, W) int64 class indices;
-    ``num_classes``: number of classes (>= 2); ``names``: one case name per image.
+    ``images``: (N, C_in, H, W) float32, standardised per image (C_in = 1, or 3 for ``--channel rgb``);
+    ``raters``: (N, R, H, W) int64 class indices; ``num_classes``: number of classes (>= 2); ``names``: one
+    case name per image; ``fov``: bool (N, H, W), True inside the field of view, or None (every pixel counts).
 
     Convention:
-        - Inputs: the four fields above; rater labels lie in 0..``num_classes`` - 1.
+        - Inputs: the fields above; rater labels lie in 0..``num_classes`` - 1. Pixels outside ``fov`` count
+          in no loss and no metric.
         - Outputs: a plain ``NamedTuple``; the soft target is ``softseg.labels.rater_mean(raters, num_classes)``
-          and the hard one the majority vote (see :func:`softseg.cli.train.split_data`).
+          and the hard one the majority vote (see :func:`softseg.cli.train.prepare_data`).
         - Constructing one validates nothing and raises nothing; :func:`generate_multirater` and
-          :func:`softseg.cli.folder.load_rater_folder` build consistent ones.
+          :func:`softseg.cli.images.load_cases` build consistent ones.
 
     Example:
         >>> data = MultiRaterData(torch.zeros(2, 1, 4, 4), torch.zeros(2, 3, 4, 4, dtype=torch.int64), 2, ("a", "b"))
-        >>> data.num_classes, data.names, tuple(data.raters.shape)
-        (2, ('a', 'b'), (2, 3, 4, 4))
+        >>> data.num_classes, data.names, tuple(data.raters.shape), data.fov
+        (2, ('a', 'b'), (2, 3, 4, 4), None)
     """
 
     images: Tensor
     raters: Tensor
     num_classes: int
     names: tuple[str, ...]
+    fov: Tensor | None = None
 
 
 def _disk(shape: tuple[int, int], center: np.ndarray, radii: np.ndarray, angle: float) -> np.ndarray:

@@ -1,16 +1,17 @@
-"""Loading a multi-rater data set from a folder for ``softseg compare --data DIR``.
+"""The generic ``--data`` folder layout of ``softseg compare``.
 
 Layout (PNG, or NIfTI through nibabel)::
 
     DIR/
-      images/<case>.png            one grayscale image per case (.png, .nii or .nii.gz)
+      images/<case>.png            one image per case (.png, .nii or .nii.gz)
       masks/<case>/rater1.png      one integer label map per rater, same height and width as the image
       masks/<case>/rater2.png      raters numbered 1..R without gaps; every case has the same R
+      fov/<case>.png               optional: a binary field of view (0/255 or 0/1) for every case
 
 Mask values are class indices 0..C-1 (0 = background); C is the largest label found plus one (at least 2).
-Images may be RGB (converted to grayscale) and are standardised per image; NIfTI files must be 2D (a
-trailing axis of length 1 is dropped). All images must share one size, which must be divisible by 4
-(the network pools twice). Anything missing or inconsistent raises :class:`DataError` naming the file.
+Images may be RGB (converted to grayscale unless ``--channel`` says otherwise) and are standardised per
+image; NIfTI files must be 2D (a trailing axis of length 1 is dropped). All images share one size. Anything
+missing or inconsistent raises :class:`DataError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,32 +19,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from softseg.cli.dataset import MultiRaterData
+from softseg.cli.images import CaseFiles, DataError, load_cases
 
 SUFFIXES = (".nii.gz", ".nii", ".png")
 RATER_PATTERN = re.compile(r"^rater(\d+)$")
-
-
-class DataError(ValueError):
-    """A file of the ``--data`` folder is missing, unreadable or does not match the others.
-
-    Convention:
-        - Constructed with one message naming the offending file or folder; a ``ValueError`` subclass, so
-          callers catching ``ValueError`` see it too.
-        - Raised by :func:`load_rater_folder` (missing folder, image or mask; unreadable file; non-2D array;
-          non-integer or negative labels; mismatched sizes or rater counts; size not divisible by 4).
-
-    Example:
-        >>> import tempfile
-        >>> try:
-        ...     load_rater_folder(Path(tempfile.mkdtemp()) / "absent")
-        ... except DataError as error:
-        ...     print(isinstance(error, ValueError), "does not exist" in str(error))
-        True True
-    """
 
 
 def _split_suffix(path: Path) -> tuple[str, str] | None:
@@ -51,40 +31,6 @@ def _split_suffix(path: Path) -> tuple[str, str] | None:
         if path.name.lower().endswith(suffix):
             return path.name[: -len(suffix)], suffix
     return None
-
-
-def _read_array(path: Path, *, grayscale: bool) -> np.ndarray:
-    try:
-        if path.name.lower().endswith(".png"):
-            from PIL import Image
-
-            with Image.open(path) as image:
-                if grayscale and image.mode not in ("L", "I", "I;16", "F"):
-                    image = image.convert("L")
-                array = np.asarray(image)
-        else:
-            import nibabel
-
-            array = np.asarray(nibabel.load(str(path)).get_fdata(dtype=np.float64))
-    except Exception as error:  # PIL and nibabel raise many kinds; all mean "cannot read this file"
-        raise DataError(f"cannot read {path}: {error}") from error
-    while array.ndim > 2 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 2:
-        raise DataError(
-            f"{path} must hold a 2D image (masks: one label per pixel); got an array of shape {array.shape}"
-        )
-    return array
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    array = _read_array(path, grayscale=False)
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise DataError(f"{path} must hold integer class labels; found non-integer values")
-    if array.min() < 0:
-        raise DataError(f"{path} must hold class labels >= 0; found {array.min()}")
-    return array.astype(np.int64)
 
 
 def _cases(folder: Path) -> dict[str, Path]:
@@ -104,7 +50,7 @@ def _cases(folder: Path) -> dict[str, Path]:
     return cases
 
 
-def _rater_files(folder: Path, case: str) -> list[Path]:
+def _rater_files(folder: Path, case: str) -> tuple[Path, ...]:
     case_dir = folder / "masks" / case
     if not case_dir.is_dir():
         raise DataError(f"missing masks of case {case!r}: expected {case_dir}/rater1.png (or .nii, .nii.gz)")
@@ -124,20 +70,60 @@ def _rater_files(folder: Path, case: str) -> list[Path]:
     if sorted(found) != expected:
         missing = min(set(expected) - set(found))
         raise DataError(f"missing {case_dir}/rater{missing}.*: raters must be numbered 1..R without gaps")
-    return [found[k] for k in expected]
+    return tuple(found[k] for k in expected)
 
 
-def load_rater_folder(folder: str | Path) -> MultiRaterData:
-    r"""Read a ``--data`` folder (layout in the module docstring) into :class:`MultiRaterData`.
+def _fov_file(folder: Path, case: str) -> Path | None:
+    fov_dir = folder / "fov"
+    if not fov_dir.is_dir():
+        return None
+    for suffix in SUFFIXES:
+        if (fov_dir / f"{case}{suffix}").is_file():
+            return fov_dir / f"{case}{suffix}"
+    raise DataError(f"missing {fov_dir}/{case}.png (or .nii, .nii.gz): {fov_dir} holds fields of view, one per case")
+
+
+def generic_case_files(folder: str | Path) -> list[CaseFiles]:
+    """The cases of a folder in the generic layout (module docstring), sorted by name; nothing is decoded.
 
     Convention:
-        - Returns images (N, 1, H, W) float32, standardised per image ((x - mean) / std); raters
-          (N, R, H, W) int64; ``num_classes`` = max label + 1 (at least 2); case names sorted.
+        - ``folder``: the ``--data`` folder. Returns one :class:`CaseFiles` per image (``mask_kind="labels"``),
+          with the case's field of view when ``DIR/fov`` exists.
+        - Raises :class:`DataError` naming the missing folder or file: no ``images`` folder or no image in
+          it, two images for one case, a case without masks, raters not numbered 1..R, a missing field of view.
+
+    Example:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "images").mkdir(); (root / "masks" / "c1").mkdir(parents=True)
+        >>> _ = (root / "images" / "c1.png").write_bytes(b"")
+        >>> _ = (root / "masks" / "c1" / "rater1.png").write_bytes(b"")
+        >>> [(case.name, case.image.name, [p.name for p in case.raters]) for case in generic_case_files(root)]
+        [('c1', 'c1.png', ['rater1.png'])]
+    """
+    folder = Path(folder)
+    return [
+        CaseFiles(case, image, _rater_files(folder, case), _fov_file(folder, case), "labels")
+        for case, image in _cases(folder).items()
+    ]
+
+
+def load_rater_folder(folder: str | Path, *, channel: str = "gray", scale: float = 1.0) -> MultiRaterData:
+    r"""Read a ``--data`` folder in the generic layout (module docstring) into :class:`MultiRaterData`.
+
+    Convention:
+        - ``channel``: ``"gray"`` (default: colour images become luma), ``"green"`` or ``"rgb"``; ``scale``:
+          working scale in (0, 1] (images by area, masks by area then 0.5, see
+          :func:`softseg.cli.images.load_cases`).
+        - Returns images (N, 1 or 3, H, W) float32, standardised per image ((x - mean) / std over the field
+          of view); raters (N, R, H, W) int64; ``num_classes`` = max label + 1 (at least 2); case names
+          sorted; ``fov`` bool (N, H, W) when ``DIR/fov`` exists, else None.
         - Raises :class:`DataError` (a ``ValueError``) naming the file that is missing, unreadable, not
           2D, not integer-valued (masks), or whose shape or rater count differs from the first case's.
 
     Example:
         >>> import tempfile
+        >>> import numpy as np
         >>> from PIL import Image
         >>> root = Path(tempfile.mkdtemp())
         >>> (root / "images").mkdir(); (root / "masks" / "case1").mkdir(parents=True)
@@ -151,37 +137,7 @@ def load_rater_folder(folder: str | Path) -> MultiRaterData:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"--data must be a folder; {folder} does not exist or is not a folder")
-    images, masks = [], []
-    reference: tuple[Path, tuple[int, int], int] | None = None
-    cases = _cases(folder)
-    for case, image_path in cases.items():
-        rater_paths = _rater_files(folder, case)  # a missing file is reported before any decoding
-        image = _read_array(image_path, grayscale=True).astype(np.float32)
-        if reference is None:
-            if image.shape[0] % 4 or image.shape[1] % 4:
-                raise DataError(f"{image_path} has size {image.shape}; height and width must be divisible by 4")
-            reference = (image_path, image.shape, len(rater_paths))
-        elif image.shape != reference[1]:
-            raise DataError(
-                f"{image_path} has size {image.shape}, but {reference[0]} has {reference[1]}; all images must share one size"
-            )
-        elif len(rater_paths) != reference[2]:
-            raise DataError(
-                f"case {case!r} has {len(rater_paths)} raters, but {reference[0].stem.split('.')[0]!r} has {reference[2]}; "
-                "every case needs the same raters"
-            )
-        rater_masks = []
-        for path in rater_paths:
-            mask = _read_mask(path)
-            if mask.shape != image.shape:
-                raise DataError(f"{path} has size {mask.shape}, but its image {image_path} has {image.shape}")
-            rater_masks.append(mask)
-        images.append((image - image.mean()) / (image.std() + 1e-6))
-        masks.append(np.stack(rater_masks))
-    raters = torch.from_numpy(np.stack(masks))
-    return MultiRaterData(
-        images=torch.from_numpy(np.stack(images).astype(np.float32))[:, None],
-        raters=raters,
-        num_classes=max(int(raters.max()) + 1, 2),
-        names=tuple(cases),
-    )
+    return load_cases(generic_case_files(folder), channel=channel, scale=scale)
+
+
+__all__ = ["DataError", "generic_case_files", "load_rater_folder"]

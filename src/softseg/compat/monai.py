@@ -24,11 +24,20 @@ Where MONAI is weak, these classes do better (each is listed in the class docstr
 - integer or bool one-hot targets work with ``soft_label=True`` (MONAI crashes in ``vector_norm``);
 - index targets with ``to_onehot_y=True`` are not expanded into a dense one-hot for the Dice, Tversky and
   generalised Dice terms (the focal terms are per (pixel, class), so they are dense anyway);
-- bad input raises ValueError/TypeError with a clear message where MONAI raises AssertionError;
-  float class indices are checked to be whole numbers instead of being truncated by ``.long()``;
-- an empty class with ``smooth_dr=0`` gives loss 0 instead of NaN;
+- bad input raises ValueError/TypeError with a clear message; a shape mismatch raises
+  :class:`~softseg.compat._arguments.ShapeMismatchError`, both a ValueError and the AssertionError MONAI
+  raises; float class indices are checked to be whole numbers instead of being truncated by ``.long()``;
+  bool flags must be bools (``'False'`` is refused), Tversky and focal ``alpha`` must lie in [0, 1], weight
+  sequences are checked entry by entry, and a target, mask or weight tensor on another device is named;
+- an empty class with ``smooth_dr=0`` and an empty batch give loss 0 instead of NaN;
+- a NaN or inf logit at a pixel left out by ``ignore_index`` or a mask is selected out before the activation:
+  it reaches neither the value nor the gradient (MONAI multiplies it by 0, which gives NaN);
 - MaskedDiceLoss with ``to_onehot_y=True`` leaves masked pixels out of every class (MONAI multiplies the
   labels by the mask, so masked pixels count as background pixels with a zero prediction).
+
+Not supported: TorchScript (``torch.jit.script``). MONAI losses outside the soft-label overlap family
+(GeneralizedWassersteinDiceLoss, HausdorffDTLoss, SoftclDiceLoss, SoftDiceclDiceLoss) are not mirrored;
+importing one raises an ImportError that says to import it from ``monai.losses``.
 
 Convention (all classes):
     - ``input``: (B, C, \*spatial) logits or probabilities; activation by ``sigmoid``/``softmax``/``other_act``
@@ -50,6 +59,8 @@ Convention (all classes):
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -61,14 +72,27 @@ from torch import Tensor, nn
 from softseg._checks import (
     REDUCTIONS,
     check_choice,
+    check_device,
     check_ignore_index,
     check_labels,
     check_number,
+    check_number_sequence,
     check_tensor,
+    check_weight_values,
+)
+from softseg.compat._arguments import (
+    ShapeMismatchError,
+    check_flag,
+    class_weights_on,
+    exclude,
+    mean_or_zero,
+    missing_peer_class,
 )
 from softseg.distributed import check_distributed_options, sync_statistics
 from softseg.losses.focal import binary_focal_terms, focal_modulation, softmax_focal_terms
-from softseg.scores import tversky_index
+from softseg.losses.generalized_dice import generalized_dice_from_statistics, generalized_dice_weights
+from softseg.losses.mcc import true_negatives
+from softseg.scores import matthews_correlation, tversky_index
 from softseg.statistics import RegionStatistics, accumulation_dtype, product_statistics, region_statistics
 
 __all__ = [
@@ -78,11 +102,24 @@ __all__ = [
     "FocalLoss",
     "GeneralizedDiceFocalLoss",
     "GeneralizedDiceLoss",
+    "MCCLoss",
     "MaskedDiceLoss",
     "TverskyLoss",
 ]
 
 W_TYPES = ("square", "simple", "uniform")
+
+# Classes of monai.losses outside the soft-label family: importing one says where to get it.
+_ELSEWHERE = {
+    "GeneralizedWassersteinDiceLoss": "it scores hard labels through a matrix of distances between classes",
+    "HausdorffDTLoss": "it weights errors by distance transforms of hard masks",
+    "SoftclDiceLoss": "it compares soft skeletons (centerlines), not overlaps",
+    "SoftDiceclDiceLoss": "its clDice term compares soft skeletons (centerlines), not overlaps",
+}
+
+
+def __getattr__(name: str) -> object:
+    raise missing_peer_class(__name__, name, _ELSEWHERE, "monai.losses")
 
 
 # ---- argument handling ------------------------------------------------------------------------------
@@ -99,15 +136,16 @@ def _reduction(reduction: object, choices: Sequence[str] = REDUCTIONS) -> str:
     return _choice("reduction", reduction, choices)
 
 
-def _check_activation(sigmoid: bool, softmax: bool, other_act: Callable | None) -> None:
+def _check_activation(sigmoid: object, softmax: object, other_act: Callable | None) -> tuple[bool, bool]:
+    sigmoid, softmax = check_flag("sigmoid", sigmoid), check_flag("softmax", softmax)
     if other_act is not None and not callable(other_act):
         raise TypeError(f"other_act must be None or callable; got {type(other_act).__name__}")
-    if int(bool(sigmoid)) + int(bool(softmax)) + int(other_act is not None) > 1:
+    if int(sigmoid) + int(softmax) + int(other_act is not None) > 1:
         raise ValueError(
             "sigmoid=True, softmax=True and other_act are exclusive; got "
             f"sigmoid={sigmoid}, softmax={softmax}, other_act={other_act!r}"
         )
-
+    return sigmoid, softmax
 
 
 def _smoothing(smooth_nr: object, smooth_dr: object) -> tuple[float, float]:
@@ -115,21 +153,45 @@ def _smoothing(smooth_nr: object, smooth_dr: object) -> tuple[float, float]:
     return check_number("smooth_nr", smooth_nr), check_number("smooth_dr", smooth_dr)
 
 
-def _class_weight(weight: object, name: str = "weight") -> Tensor | None:
-    """MONAI's class weight: None, a number (every class) or one value per class; non-negative and finite."""
+def _class_weight(weight: object, name: str = "weight", *, unit: bool = False) -> Tensor | None:
+    """MONAI's class weight: None, a number (every class) or one value per class; non-negative and finite
+    (``unit``: in [0, 1], for focal ``alpha``). Sequences are checked entry by entry."""
     if weight is None:
         return None
-    if isinstance(weight, bool) or not isinstance(weight, (int, float, Sequence, Tensor)) or isinstance(weight, str):
+    if isinstance(weight, Tensor):
+        if weight.is_complex() or weight.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers; got a tensor of dtype {weight.dtype}")
+        if weight.ndim > 1:
+            raise ValueError(f"{name} must be a number or 1-D, one value per class; got shape {tuple(weight.shape)}")
+        tensor = weight.detach()
+        if tensor.device.type != "meta":  # a meta tensor has no values to check (its device is checked at call)
+            if tensor.ndim:
+                check_number_sequence(name, tensor, minimum=0.0, maximum=1.0 if unit else None)
+            else:
+                check_number(name, tensor.item(), minimum=0.0, maximum=1.0 if unit else None)
+        return tensor.to(torch.float32)
+    if isinstance(weight, numbers.Real) and not isinstance(weight, bool):
+        value = check_number(name, weight, minimum=0.0, maximum=1.0 if unit else None)
+        return torch.tensor(value, dtype=torch.float32)
+    if isinstance(weight, (str, bytes, bool)) or not isinstance(weight, Sequence):
         raise TypeError(f"{name} must be a number, a sequence of numbers or a tensor; got {type(weight).__name__}")
-    tensor = torch.as_tensor(weight, dtype=torch.float64) if not isinstance(weight, Tensor) else weight.detach()
-    if tensor.ndim > 1:
-        raise ValueError(f"{name} must be a number or 1-D, one value per class; got shape {tuple(tensor.shape)}")
-    if not bool(torch.isfinite(tensor).all()) or bool((tensor < 0).any()):
-        raise ValueError(f"{name} must hold finite non-negative values; got {tensor.tolist()}")
-    return tensor.to(torch.float32)
+    values = check_number_sequence(name, weight, minimum=0.0, maximum=1.0 if unit else None)
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def _weight_for(module: nn.Module, weight: Tensor, like: Tensor, name: str) -> Tensor:
+    """A class-weight buffer on ``like``'s device and dtype (a tensor the user gave must be there already)."""
+    given = getattr(module, "_given_as_tensor", frozenset())
+    return class_weights_on(name, weight, like, given_as_tensor=name in given).to(like.dtype)
+
+
+def _tensor_options(**options: object) -> frozenset[str]:
+    """The names of the options given as tensors: their device is the user's choice (checked, not moved)."""
+    return frozenset(name for name, value in options.items() if isinstance(value, Tensor))
 
 
 def _check_weight_length(weight: Tensor, classes: int, include_background: bool, name: str = "weight") -> None:
+    check_weight_values(name, weight)  # at every call: the buffer may have been written since construction
     if weight.ndim == 1 and weight.shape[0] != classes:
         note = " (include_background=False: leave out class 0)" if not include_background else ""
         raise ValueError(f"{name} must have one value per class, {classes}{note}; got {weight.shape[0]}")
@@ -153,14 +215,14 @@ def _activate(input: Tensor, *, sigmoid: bool, softmax: bool, other_act: Callabl
     return input
 
 
-def _check_input(input: object) -> Tensor:
+def _check_input(input: object, *, spatial: bool = True) -> Tensor:
+    r"""``input``: float (B, C, \*spatial); ``spatial=False`` also takes (B, C) (FocalLoss, as MONAI)."""
     input = check_tensor("input", input)
     if not input.is_floating_point():
         raise TypeError(f"input must hold floating-point logits or probabilities; got dtype {input.dtype}")
-    if input.ndim < 3:
-        raise ValueError(
-            f"input must have shape (B, C, *spatial) with at least one spatial dimension; got {tuple(input.shape)}"
-        )
+    if input.ndim < (3 if spatial else 2):
+        expected = "(B, C, *spatial) with at least one spatial dimension" if spatial else "(B, C, *spatial)"
+        raise ValueError(f"input must have shape {expected}; got {tuple(input.shape)}")
     return input
 
 
@@ -182,13 +244,18 @@ class _Target(NamedTuple):
         dense = F.one_hot(labels[:, 0], channels).movedim(-1, 1).to(dtype)
         return dense if self.keep is None else dense * self.keep
 
+    @property
+    def excluded(self) -> Tensor | None:
+        r"""(B, 1, \*spatial) bool, True at the pixels that leave every sum (keep 0), or None."""
+        return None if self.keep is None else self.keep == 0
+
 
 def _index_labels(input: Tensor, target: Tensor) -> Tensor:
     """Class indices (B, 1, *spatial) as int64; float labels must be whole numbers (never truncated)."""
     shape, tshape = tuple(input.shape), tuple(target.shape)
     index_shapes = (shape[:1] + (1,) + shape[2:], shape[:1] + shape[2:])
     if tshape not in index_shapes:
-        raise ValueError(
+        raise ShapeMismatchError(
             f"to_onehot_y=True expects class indices of shape {index_shapes[0]} or {index_shapes[1]}; "
             f"got target of shape {tshape} for input of shape {shape}"
         )
@@ -207,7 +274,7 @@ def _index_labels(input: Tensor, target: Tensor) -> Tensor:
 
 def _dense_target(input: Tensor, target: Tensor, hint: str) -> Tensor:
     if tuple(target.shape) != tuple(input.shape):
-        raise ValueError(
+        raise ShapeMismatchError(
             f"target of shape {tuple(target.shape)} does not match input of shape {tuple(input.shape)}; "
             f"expected one-hot or soft labels of the input's shape{hint}"
         )
@@ -228,6 +295,7 @@ def _ignore_keep(target: Tensor, ignore_index: int, channels: int) -> Tensor:
 
 def _prepare_target(input: Tensor, target: object, *, to_onehot_y: bool, ignore_index: int | None) -> _Target:
     check_tensor("target", target)
+    check_device("target", target, input.device)
     check_ignore_index(ignore_index)
     channels = input.shape[1]
     if to_onehot_y and channels == 1:
@@ -242,8 +310,8 @@ def _prepare_target(input: Tensor, target: object, *, to_onehot_y: bool, ignore_
     if ignore_index is None:
         return _Target(None, dense, None)
     keep = _ignore_keep(dense, ignore_index, channels)
-    # The ignored pixels may hold the sentinel itself (255 in a binary mask): zero them before any check.
-    return _Target(None, dense * keep.to(dense.dtype), keep)
+    # The ignored pixels may hold the sentinel itself (255 in a binary mask): select them out before any check.
+    return _Target(None, exclude(dense, keep == 0) * keep.to(dense.dtype), keep)
 
 
 # ---- statistics and scores ------------------------------------------------------------------------------
@@ -305,7 +373,7 @@ def _without_background(include_background: bool, *tensors: Tensor) -> tuple[Ten
 def _reduce(loss: Tensor, reduction: str, broadcast_ndim: int | None = None) -> Tensor:
     """MONAI's reductions: mean and sum over every entry; "none" optionally viewed to broadcast with the input."""
     if reduction == "mean":
-        return loss.mean()
+        return mean_or_zero(loss)  # an empty batch gives 0, not MONAI's NaN
     if reduction == "sum":
         return loss.sum()
     if broadcast_ndim is None:
@@ -339,23 +407,29 @@ class _RegionLoss(nn.Module):
         super().__init__()
         check_distributed_options(distributed, process_group)
         self.distributed, self.process_group = distributed, process_group
-        _check_activation(sigmoid, softmax, other_act)
+        self.include_background = check_flag("include_background", include_background)
+        self.to_onehot_y = check_flag("to_onehot_y", to_onehot_y)
+        self.sigmoid, self.softmax = _check_activation(sigmoid, softmax, other_act)
         self.reduction = _reduction(reduction)
-        self.include_background = include_background
-        self.to_onehot_y = to_onehot_y
-        self.sigmoid = sigmoid
-        self.softmax = softmax
         self.other_act = other_act
-        self.batch = batch
-        self.soft_label = soft_label
+        self.batch = check_flag("batch", batch)
+        self.soft_label = check_flag("soft_label", soft_label)
 
     def _activate(self, input: Tensor) -> Tensor:
         return _activate(input, sigmoid=self.sigmoid, softmax=self.softmax, other_act=self.other_act)
 
-    def _prepare(self, input: Tensor, target: Tensor, ignore_index: int | None) -> tuple[Tensor, _Target]:
-        """Probabilities and the target in the engine's form (the target is checked against the probabilities)."""
-        probs = self._activate(input)
-        return probs, _prepare_target(probs, target, to_onehot_y=self.to_onehot_y, ignore_index=ignore_index)
+    def _prepare(
+        self, input: Tensor, target: Tensor, ignore_index: int | None, excluded: Tensor | None = None
+    ) -> tuple[Tensor, _Target]:
+        """Probabilities and the target in the engine's form.
+
+        The pixels that leave every sum (``ignore_index``, or ``excluded``: a mask's zeros) are selected out
+        of the logits before the activation, so a NaN or inf there reaches neither the value nor the gradient.
+        """
+        prepared = _prepare_target(input, target, to_onehot_y=self.to_onehot_y, ignore_index=ignore_index)
+        if prepared.excluded is not None:
+            excluded = prepared.excluded if excluded is None else excluded | prepared.excluded
+        return self._activate(exclude(input, excluded)), prepared
 
     def _region_statistics(
         self, probs: Tensor, target: _Target, *, squared_pred: bool, ignore_index: int | None
@@ -443,11 +517,12 @@ class DiceLoss(_RegionLoss):
             distributed=distributed,
             process_group=process_group,
         )
-        self.squared_pred = squared_pred
-        self.jaccard = jaccard
+        self.squared_pred = check_flag("squared_pred", squared_pred)
+        self.jaccard = check_flag("jaccard", jaccard)
         self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
         self.ignore_index = check_ignore_index(ignore_index)
         self.register_buffer("class_weight", _class_weight(weight))
+        self._given_as_tensor = _tensor_options(weight=weight)
 
     def _entry_losses(self, probs: Tensor, target: _Target, ignore_index: int | None) -> Tensor:
         """Per-(image, class) losses, (B, C) or (C,) with batch=True, before weights and reduction."""
@@ -463,7 +538,7 @@ class DiceLoss(_RegionLoss):
         if self.class_weight is None or loss.shape[-1] == 1:
             return loss
         _check_weight_length(self.class_weight, loss.shape[-1], self.include_background)
-        return loss * self.class_weight.to(loss)
+        return loss * _weight_for(self, self.class_weight, loss, "weight")
 
     def _reduced(self, probs: Tensor, target: _Target, ignore_index: int | None, spatial_dims: int) -> Tensor:
         """The weighted per-(image, class) losses, reduced; "none" is viewed to broadcast with the input."""
@@ -540,11 +615,13 @@ class MaskedDiceLoss(DiceLoss):
 
     def forward(self, input: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         input = _check_input(input)
-        probs, prepared = self._prepare(input, target, None)
         if mask is None:
             warnings.warn("No mask value specified for the MaskedLoss.", stacklevel=2)
+            probs, prepared = self._prepare(input, target, None)
         else:
-            weights = self._check_mask(mask, probs)
+            weights = self._check_mask(mask, input)
+            # Masked-out pixels are selected out of the logits (a NaN there stays out of value and gradient).
+            probs, prepared = self._prepare(input, target, None, excluded=weights == 0)
             probs = probs * weights
             if prepared.labels is not None:
                 binary = (weights == 0) | (weights == 1)
@@ -555,7 +632,8 @@ class MaskedDiceLoss(DiceLoss):
                     )
                 prepared = _Target(prepared.labels, None, weights.expand_as(prepared.labels).to(torch.float32))
             else:
-                prepared = _Target(None, prepared.dense * weights.to(prepared.dense.dtype), None)
+                dense = exclude(prepared.dense, weights == 0)
+                prepared = _Target(None, dense * weights.to(dense.dtype), None)
         ignore_index = None
         if prepared.keep is not None:
             # Masked pixels carry an out-of-range label and leave every sum through the engine's ignore_index.
@@ -567,16 +645,17 @@ class MaskedDiceLoss(DiceLoss):
     def _check_mask(mask: object, input: Tensor) -> Tensor:
         if not isinstance(mask, Tensor):
             raise TypeError(f"mask must be a torch.Tensor; got {type(mask).__name__}")
+        check_device("mask", mask, input.device)
         if mask.is_complex():
             raise TypeError(f"mask must be real; got dtype {mask.dtype}")
         if input.dim() != mask.dim():
             warnings.warn(f"Dim of input ({input.shape}) is different from mask ({mask.shape}).", stacklevel=3)
         if mask.ndim < 2 or mask.shape[0] not in (1, input.shape[0]):
-            raise ValueError(
+            raise ShapeMismatchError(
                 f"mask must have batch size 1 or {input.shape[0]}, as input; got shape {tuple(mask.shape)}"
             )
         if mask.shape[1] != 1:
-            raise ValueError(f"mask must have one channel, shape (B, 1, *spatial); got shape {tuple(mask.shape)}")
+            raise ShapeMismatchError(f"mask must have one channel, shape (B, 1, *spatial); got shape {tuple(mask.shape)}")
         if input.shape[2:] != mask.shape[2:]:
             warnings.warn(f"Spatial size of input ({input.shape}) is different from mask ({mask.shape}).", stacklevel=3)
         return mask.to(input.dtype)
@@ -636,8 +715,9 @@ class TverskyLoss(_RegionLoss):
             distributed=distributed,
             process_group=process_group,
         )
-        self.alpha = check_number("alpha", alpha)
-        self.beta = check_number("beta", beta)
+        # MONAI takes any number; outside [0, 1] the loss turns negative or unbounded.
+        self.alpha = check_number("alpha", alpha, minimum=0.0, maximum=1.0)
+        self.beta = check_number("beta", beta, minimum=0.0, maximum=1.0)
         self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
         self.ignore_index = check_ignore_index(ignore_index)
 
@@ -660,7 +740,10 @@ class GeneralizedDiceLoss(_RegionLoss):
         w_c = 1 / |y_c|^2\ (\text{square}),\ 1 / |y_c|\ (\text{simple}),\ 1\ (\text{uniform})
 
     per image (or pooled over the batch with ``batch=True``); a class with an empty target gets the largest
-    weight of the other classes (MONAI's rule). tp, fp, fn in the product (``soft_label=False``) or min form.
+    weight of the other classes (MONAI's rule). tp, fp, fn in the product (``soft_label=False``) or min form;
+    the weights and the score are :func:`softseg.generalized_dice_loss`'s
+    (:func:`~softseg.losses.generalized_dice.generalized_dice_weights`,
+    :func:`~softseg.losses.generalized_dice.generalized_dice_from_statistics`).
 
     Convention:
         - Arguments, order and defaults: MONAI 1.6's. ``reduction="none"``: (B, 1, 1, ..., 1) (with
@@ -707,26 +790,90 @@ class GeneralizedDiceLoss(_RegionLoss):
         self.w_type = _choice("w_type", w_type, W_TYPES)
         self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
 
-    def _volume_weights(self, volume: Tensor) -> Tensor:
-        if self.w_type == "uniform":
-            return torch.ones_like(volume)
-        weights = torch.reciprocal(volume if self.w_type == "simple" else volume * volume)
-        empty = torch.isinf(weights)
-        weights = weights.masked_fill(empty, 0)
-        # An empty class takes the largest weight among the classes (of its image, or of the batch).
-        largest = weights.amax(-1, keepdim=True)
-        return weights + empty * largest
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        input = _check_input(input)
+        probs, prepared = self._prepare(input, target, None)
+        stats = self._region_statistics(probs, prepared, squared_pred=False, ignore_index=None)
+        # MONAI computes the weights in float32 from the target's volumes.
+        weights = generalized_dice_weights((stats.tp + stats.fn).float(), self.w_type).to(stats.tp)
+        loss = generalized_dice_from_statistics(
+            stats, weights, smooth=self.smooth_nr, smooth_denominator=self.smooth_dr
+        )
+        return _reduce(self._unpooled(loss), self.reduction, input.ndim - 2)
+
+
+class MCCLoss(_RegionLoss):
+    r"""Drop-in for ``monai.losses.MCCLoss`` (Abhishek and Hamarneh 2021, MONAI 1.6) on :mod:`softseg.losses.mcc`.
+
+    .. math::
+
+        \ell_{bc} = 1 - \frac{tp\, tn - fp\, fn + s_{nr}}{\sqrt{(tp + fp)(tp + fn)(tn + fp)(tn + fn) + s_{dr}}},
+        \qquad tn = n - tp - fp - fn
+
+    per (image, class), pooled over the batch with ``batch=True``; 0 where fp = fn = 0 (MONAI's rule for a
+    perfect prediction). tp, fp, fn in MONAI's product form (``soft_label=False``, its only form:
+    tn = sum (1 - x)(1 - y)) or softseg's min/max form (``soft_label=True``, tn = sum min(1 - x, 1 - y)),
+    which is 0 at a soft target; both are MONAI's values on hard labels.
+
+    Convention:
+        - Arguments, order and defaults: MONAI 1.6's, then ``soft_label`` (not in MONAI) and the keyword-only
+          ``distributed``, ``process_group``. ``reduction="none"``: (B, C) (with ``batch=True``: (C,)).
+        - As :class:`DiceLoss` otherwise (no ``weight``, no ``ignore_index``; index targets with
+          ``to_onehot_y=True`` are not one-hot encoded), with its differences from MONAI.
+
+    Example:
+        >>> probs = torch.tensor([[[0.9, 0.6, 0.2, 0.0]]])       # (B=1, C=1, N=4)
+        >>> target = torch.tensor([[[1.0, 0.5, 0.0, 0.0]]])
+        >>> MCCLoss(smooth_dr=0)(probs, target)                  # products: tn = 0 + 0.2 + 0.8 + 1 = 2
+        tensor(0.4124)
+        >>> MCCLoss(smooth_dr=0, soft_label=True)(probs, target) # min/max: tn = 0 + 0.4 + 0.8 + 1 = 2.2
+        tensor(0.2035)
+    """
+
+    def __init__(
+        self,
+        include_background: bool = True,
+        to_onehot_y: bool = False,
+        sigmoid: bool = False,
+        softmax: bool = False,
+        other_act: Callable | None = None,
+        reduction: str = "mean",
+        smooth_nr: float = 0.0,
+        smooth_dr: float = 1e-5,
+        batch: bool = False,
+        soft_label: bool = False,
+        *,
+        distributed: bool = False,
+        process_group: torch.distributed.ProcessGroup | None = None,
+    ) -> None:
+        super().__init__(
+            include_background=include_background,
+            to_onehot_y=to_onehot_y,
+            sigmoid=sigmoid,
+            softmax=softmax,
+            other_act=other_act,
+            reduction=reduction,
+            batch=batch,
+            soft_label=soft_label,
+            distributed=distributed,
+            process_group=process_group,
+        )
+        self.smooth_nr, self.smooth_dr = _smoothing(smooth_nr, smooth_dr)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         input = _check_input(input)
         probs, prepared = self._prepare(input, target, None)
         stats = self._region_statistics(probs, prepared, squared_pred=False, ignore_index=None)
-        weights = self._volume_weights((stats.tp + stats.fn).detach().float()).to(stats.tp)
-        pooled = RegionStatistics(*((s * weights).sum(1, keepdim=True) for s in stats[:3]), stats.target_max[:, :1])
-        loss = 1 - tversky_index(
-            pooled, alpha=0.5, beta=0.5, smooth=self.smooth_nr / 2, smooth_denominator=self.smooth_dr / 2
+        # Every pixel counts (MONAI's MCC has no ignore_index): n per image, summed like the statistics.
+        rows = torch.full((input.shape[0], stats.tp.shape[1]), float(math.prod(input.shape[2:])), device=input.device,
+                          dtype=stats.tp.dtype)
+        counts = _sync(RegionStatistics(rows, *(torch.zeros_like(rows),) * 3), self)
+        counts = counts.sum_images().tp if self.batch else counts.tp
+        score = matthews_correlation(
+            stats.tp, stats.fp, stats.fn, true_negatives(stats, counts),
+            smooth_numerator=self.smooth_nr, smooth_denominator=self.smooth_dr,
         )
-        return _reduce(self._unpooled(loss), self.reduction, input.ndim - 2)
+        return _reduce(self._unpooled(1 - score), self.reduction)
 
 
 # ---- focal and compound losses ----------------------------------------------------------------------------
@@ -812,20 +959,23 @@ class FocalLoss(nn.Module):
         ignore_index: int | None = None,
     ) -> None:
         super().__init__()
-        self.include_background = include_background
-        self.to_onehot_y = to_onehot_y
+        self.include_background = check_flag("include_background", include_background)
+        self.to_onehot_y = check_flag("to_onehot_y", to_onehot_y)
         self.gamma = check_number("gamma", gamma, minimum=0.0)
-        if alpha is None or isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
-            self.alpha = None if alpha is None else check_number("alpha", alpha)
+        # MONAI takes any alpha; outside [0, 1] the focal terms turn negative.
+        if alpha is None or isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
+            self.alpha = None if alpha is None else check_number("alpha", alpha, minimum=0.0, maximum=1.0)
         else:
-            self.alpha = _class_weight(alpha, "alpha")
+            # Not a buffer (as in MONAI), so the module's .to() cannot move it: it follows the input.
+            self.alpha = _class_weight(alpha, "alpha", unit=True)
         self.reduction = _reduction(reduction)
-        self.use_softmax = use_softmax
+        self.use_softmax = check_flag("use_softmax", use_softmax)
         self.ignore_index = check_ignore_index(ignore_index)
         self.register_buffer("class_weight", _class_weight(weight))
+        self._given_as_tensor = _tensor_options(weight=weight)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        input = _check_input(input)
+        input = _check_input(input, spatial=False)
         prepared = _prepare_target(input, target, to_onehot_y=self.to_onehot_y, ignore_index=self.ignore_index)
         return self._reduce(self.terms(input, prepared), prepared.keep)
 
@@ -836,20 +986,22 @@ class FocalLoss(nn.Module):
         dense = prepared.one_hot(channels, acc)
         logits = input.to(acc)
         if prepared.keep is not None:
-            logits = logits * prepared.keep.to(acc)  # MONAI zeroes ignored logits too
+            # MONAI scales the logits by the ignore mask; ignored pixels are selected out first.
+            logits = exclude(logits, prepared.excluded) * prepared.keep.to(acc)
         logits, dense = _without_background(self.include_background, logits, dense)
+        alpha = self.alpha.to(logits.device) if isinstance(self.alpha, Tensor) else self.alpha
         terms = _focal_terms(
             logits,
             dense,
             use_softmax=self.use_softmax,
             gamma=self.gamma,
-            alpha=self.alpha,
+            alpha=alpha,
             include_background=self.include_background,
         )
         if prepared.keep is not None:
             terms = terms * prepared.keep
         if self.class_weight is not None:
-            weight = self.class_weight.to(terms)
+            weight = _weight_for(self, self.class_weight, terms, "weight")
             if weight.ndim == 1:
                 if terms.shape[1] == 1:
                     raise ValueError("weight with one value per class needs more than one channel; input has one")
@@ -865,10 +1017,13 @@ class FocalLoss(nn.Module):
         tiny = torch.finfo(torch.float32).eps
         if self.reduction == "sum":
             if keep is None:
-                return terms.mean(spatial).sum()
+                # Images without pixels add 0 (MONAI: NaN). No spatial dims: torch's mean over dims [] is
+                # the mean of everything, as in MONAI.
+                empty = math.prod(terms.shape[2:]) == 0
+                return (terms.sum(spatial) if empty else terms.mean(spatial)).sum()
             return (terms.sum(spatial) / keep.sum(spatial).clamp(min=tiny)).sum()
         if keep is None:
-            return terms.mean()
+            return mean_or_zero(terms)
         return terms.sum() / keep.sum().clamp(min=tiny)
 
 
@@ -880,13 +1035,14 @@ def _check_compound(input: object, target: object) -> Tensor:
     """The compound losses' own check, before either term runs: input as every loss, target's layout loosely."""
     input = _check_input(input)
     check_tensor("target", target)
+    check_device("target", target, input.device)
     if input.dim() != target.dim():
-        raise ValueError(
+        raise ShapeMismatchError(
             f"target must have as many dimensions as input, (B, C, *spatial) or (B, 1, *spatial) for class "
             f"indices; got input {tuple(input.shape)} and target {tuple(target.shape)}"
         )
     if target.shape[1] not in (1, input.shape[1]):
-        raise ValueError(
+        raise ShapeMismatchError(
             f"target must have 1 channel (class indices) or as many as input ({input.shape[1]}); "
             f"got input {tuple(input.shape)} and target {tuple(target.shape)}"
         )
@@ -969,6 +1125,7 @@ class DiceCELoss(nn.Module):
         self.cross_entropy = nn.CrossEntropyLoss(weight=weight, reduction=reduction, label_smoothing=label_smoothing)
         self.binary_cross_entropy = nn.BCEWithLogitsLoss(pos_weight=weight, reduction=reduction)
         self.reduction = reduction
+        self._given_as_tensor = _tensor_options(weight=weight)
         self.label_smoothing = check_number("label_smoothing", label_smoothing, minimum=0.0)
         if self.label_smoothing > 1:
             raise ValueError(f"label_smoothing must lie in [0, 1]; got {label_smoothing}")
@@ -976,26 +1133,25 @@ class DiceCELoss(nn.Module):
         self.lambda_ce = _check_lambda("lambda_ce", lambda_ce)
 
     def ce(self, input: Tensor, target: Tensor) -> Tensor:
-        """The cross-entropy term: class indices gathered, one-hot or soft targets as probabilities; BCE for C = 1."""
+        """The cross-entropy term: class indices gathered, one-hot or soft targets as probabilities; BCE for C = 1.
+
+        Without any pixel (an empty batch) it is 0, where torch's mean of nothing is NaN."""
+        reduction = self.reduction if math.prod(input.shape[:1] + input.shape[2:]) else "sum"
         if input.shape[1] == 1:
             pos_weight = self.binary_cross_entropy.pos_weight
-            pos_weight = None if pos_weight is None else pos_weight.to(input)
+            pos_weight = None if pos_weight is None else _weight_for(self, pos_weight, input, "weight")
             dense = _dense_target(input, target, "")
             return F.binary_cross_entropy_with_logits(
-                input, dense.to(input.dtype), pos_weight=pos_weight, reduction=self.reduction
+                input, dense.to(input.dtype), pos_weight=pos_weight, reduction=reduction
             )
         # Converted here, so a float64 weight works with float32 logits (torch's module would refuse).
         weight = self.cross_entropy.weight
-        weight = None if weight is None else weight.to(input)
+        weight = None if weight is None else _weight_for(self, weight, input, "weight")
         if target.shape[1] == 1:
             labels = _index_labels(input, target)[:, 0]
-            return F.cross_entropy(
-                input, labels, weight=weight, reduction=self.reduction, label_smoothing=self.label_smoothing
-            )
+            return F.cross_entropy(input, labels, weight=weight, reduction=reduction, label_smoothing=self.label_smoothing)
         dense = _dense_target(input, target, "").to(input.dtype)
-        return F.cross_entropy(
-            input, dense, weight=weight, reduction=self.reduction, label_smoothing=self.label_smoothing
-        )
+        return F.cross_entropy(input, dense, weight=weight, reduction=reduction, label_smoothing=self.label_smoothing)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         input = _check_compound(input, target)

@@ -202,8 +202,8 @@ def _run_blocks(device: torch.device, ranges: list, body) -> list:
 def _dense_sums(logits, dense, labels, weight, activation, norm, with_ce, with_range):
     """Any target on the generic blocks: (tp, fp, fn, target_max, ce, target_range, lse_head, lse_tail).
 
-    With ``with_range`` the range output, (min, max) of a dense target over all pixels (masked-out ones
-    too), is for the caller's [0, 1] check: the blocks read the target anyway (otherwise it is empty).
+    With ``with_range`` the range output, (min, max) of a dense target over its counted entries (excluded
+    ones are never read), is for the caller's [0, 1] check: the blocks read the target anyway (otherwise empty).
     """
     batch, channels, pixels = logits.shape
     acc = accumulation_dtype(logits.dtype)
@@ -246,9 +246,10 @@ def _dense_sums(logits, dense, labels, weight, activation, norm, with_ce, with_r
             if not binary:  # for labels target_max is "count > 0", set below
                 counted_max = counted_y.amax(-1)
                 torch.maximum(target_max, counted_max, out=target_max)
-                if with_range:  # the whole target's (aminmax with a dim is 25x slower here)
-                    torch.minimum(target_low, read_y.amin(-1), out=target_low)
-                    torch.maximum(target_high, counted_max if m is None else read_y.amax(-1), out=target_high)
+                if with_range:  # the counted entries' range (aminmax with a dim is 25x slower here)
+                    for_min = y if keep is None else torch.where(keep, read_y, math.inf)
+                    torch.minimum(target_low, for_min.amin(-1), out=target_low)
+                    torch.maximum(target_high, counted_max, out=target_high)
             if with_ce:
                 if softmax:  # -y log x = y (shift - z + log-sum)
                     ce_terms = y * torch.sub(shift, block).add_(log_total)
@@ -592,8 +593,8 @@ def block_statistics(
           ``labels`` (B, N) int64 (ignored pixels set to a valid class, left out by ``weight``) and ``dense``
           (B, C, N); ``weight``: bool (B, 1 or C, N) or None. Excluded entries are selected out.
         - ``activation`` ``"softmax"`` or ``"sigmoid"``; ``norm`` 1 or 2; ``with_ce``: cross-entropy sums
-          (binary for sigmoid), else zeros; ``with_range``: ``target_range`` is (min, max) of a dense target
-          (excluded pixels too) or of the labels (ignored ones hold 0), for the caller's value check; else empty.
+          (binary for sigmoid), else zeros; ``with_range``: ``target_range`` is (min, max) of a dense target's
+          counted entries or of the labels (ignored ones hold 0), for the caller's value check; else empty.
         - The sums are (B, C); the log-sum-exp pair is (B, 1, N) for softmax (:func:`log_sum_exp_buffers`),
           empty otherwise; all are new tensors (none aliases an input).
 

@@ -251,7 +251,7 @@ struct Pixels {
     // x where class c counts, else 0 (no mask to apply on a full step without a weight)
     vf kept(int64_t c, vf x) const { return (WEIGHT == 0 && full) ? x : select(keep(c), x, splat(0)); }
 
-    // The dense target as read (excluded entries too), for the range check.
+    // The dense target as read (excluded entries too: target() selects them out).
     vf raw_target(int64_t c) const { return load_row(tile.dense + c * tile.width, local); }
 
     // y of class c: the dense target, the label indicator (C > 1) or the 0/1 label (C = 1); 0 where not counted.
@@ -297,9 +297,9 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
     vf z[MAXC], x[MAXC];
     vf acc_tp[MAXC], acc_pred[MAXC], acc_y[MAXC], acc_ce[MAXC], acc_max[MAXC], acc_min[MAXC];
     vf low = splat(INFINITY), high = splat(-INFINITY);
-    // Without a weight a dense target's range is the range of y itself: a min next to the max the sums keep
-    // anyway (a NaN shows in the target's sum), instead of a NaN-aware min and max of every value.
-    constexpr bool RANGE_FROM_SUMS = RANGE && !INDEX && WEIGHT == 0;
+    // A dense target's range (its counted entries only: excluded ones are never read) is a min beside the max
+    // the sums keep anyway, and a NaN shows in the target's sum: no NaN-aware min and max of every value.
+    constexpr bool RANGE_FROM_SUMS = RANGE && !INDEX;
     bool target_nan = false;
     auto flush = [&](int64_t b) {
         for (int64_t c = 0; c < C; ++c) {
@@ -340,18 +340,17 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
                     acc_tp[c] += (INDEX || NORM2) ? kept_x * y : fmin(kept_x, y);
                     acc_pred[c] += NORM2 ? kept_x * kept_x : kept_x;
                     acc_y[c] += (NORM2 && !INDEX) ? y * y : y;
-                    if (!INDEX)  // (with the range from the sums, the padded lanes of a last, partial step: left out)
-                        acc_max[c] = fmax(acc_max[c], (RANGE_FROM_SUMS && !pixels.full)
-                                                          ? select(step.valid, y, splat(-INFINITY)) : y);
+                    if (!INDEX) {  // (for the range, entries not counted and padded lanes are left out)
+                        const bool all_counted = WEIGHT == 0 && pixels.full;
+                        vi counted = WEIGHT == 0 ? step.valid : pixels.keep(c);
+                        acc_max[c] = fmax(acc_max[c], (RANGE_FROM_SUMS && !all_counted)
+                                                          ? select(counted, y, splat(-INFINITY)) : y);
+                        if (RANGE_FROM_SUMS)
+                            acc_min[c] = fmin(acc_min[c], all_counted ? y : select(counted, y, splat(INFINITY)));
+                    }
                     if (CE) {  // -y log x = y (lse - z); y is 0 where not counted (a label: select, as a gather)
                         vf term = shift - z[c] + log_total;
                         acc_ce[c] += INDEX ? select(y != 0.0f, term, splat(0)) : y * term;
-                    }
-                    if (RANGE_FROM_SUMS)
-                        acc_min[c] = fmin(acc_min[c], pixels.full ? y : select(step.valid, y, splat(INFINITY)));
-                    else if (RANGE && !INDEX) {  // the dense target's range, excluded pixels too
-                        low = select(step.valid, vmin(low, raw), low);
-                        high = select(step.valid, vmax(high, raw), high);
                     }
                 }
                 if (++steps == FLUSH) {

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from softseg._checks import check_choice, check_ignore_index, check_input, check_number
+from softseg._checks import (
+    _skip_value_checks,
+    check_choice,
+    check_device,
+    check_ignore_index,
+    check_input,
+    check_number,
+)
 from softseg.labels._common import check_index_map, one_hot
 
 
@@ -28,6 +35,8 @@ def distillation_target(
         - ``teacher_logits``: (B, C, \*spatial) float logits; ``activation="softmax"`` (over C, C >= 2) or
           ``"sigmoid"`` (independent classes, or binary with C = 1: then the label one-hot of a 0/1 label
           is the label itself).
+        - NaN logits (and +inf under softmax, whose probability is undefined) are a ``ValueError``; -inf
+          gives probability 0 (skipped with :func:`softseg.set_value_checks` off).
         - ``temperature`` > 0: T > 1 softens, T < 1 sharpens.
         - ``labels``: optional class indices (B, \*spatial), integer dtype; needed when ``label_weight`` > 0.
           ``label_weight`` in [0, 1].
@@ -64,11 +73,21 @@ def distillation_target(
         probs = scaled.softmax(1)
     else:
         probs = scaled.sigmoid()
+    if not _skip_value_checks():
+        # NaN logits (and +inf under softmax) give NaN probabilities: a target no loss can use.
+        undefined = int(probs.isnan().sum())
+        if undefined:
+            raise ValueError(
+                f"teacher_logits must be numbers (-inf is allowed; +inf only with activation='sigmoid'); "
+                f"the {activation} is NaN at {undefined} of {probs.numel()} entries"
+            )
     if labels is None:
         if label_weight > 0:
             raise ValueError(f"label_weight={label_weight} mixes in the hard label, but labels is None")
         return probs
     expected = (teacher_logits.shape[0], *teacher_logits.shape[2:])
+    if isinstance(labels, Tensor):  # before any value is read from labels
+        check_device("labels", labels, teacher_logits.device, reference="teacher_logits")
     labels, valid = check_index_map("labels", labels, max(channels, 2), ignore_index=ignore_index)
     if tuple(labels.shape) != expected:
         raise ValueError(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from softseg._checks import check_ignore_index, check_tensor
+from softseg._checks import check_ignore_index, check_tensor, check_unit_interval
 from softseg.labels._common import check_index_map, check_num_classes, is_integer_dtype
 
 _ADAPTIVE_POOL = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
@@ -28,16 +28,24 @@ def _output_size(size_or_scale: object, spatial: Sequence[int]) -> tuple[int, ..
         raise TypeError(f"size_or_scale must be ints (output size) or floats (scale factors); got {size_or_scale!r}")
     if all(isinstance(v, int) for v in values):
         size = tuple(values)
-        if any(s < 1 or s > n for s, n in zip(size, spatial)):
+        # A dimension of size 0 has one output size: 0 (an empty result).
+        if any(s < min(1, n) or s > n for s, n in zip(size, spatial)):
             raise ValueError(
-                f"size_or_scale as an output size must lie in [1, input size {tuple(spatial)}] per dimension; got {size}"
+                f"size_or_scale as an output size must lie in [1, input size {tuple(spatial)}] per dimension "
+                f"(0 for an empty dimension); got {size}"
             )
         return size
     scales = tuple(float(v) for v in values)
     if any(not (0 < s <= 1) for s in scales):
         raise ValueError(f"size_or_scale as scale factors must lie in (0, 1]; got {scales}")
-    size = tuple(max(1, math.floor(n * s)) for n, s in zip(spatial, scales))
-    return size
+    return tuple(max(1, math.floor(n * s)) if n else 0 for n, s in zip(spatial, scales))
+
+
+def _pool(pool, values: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Adaptive average pooling; an empty spatial dimension gives an empty result (torch's pooling refuses it)."""
+    if 0 in size:
+        return values.new_zeros(*values.shape[:2], *size)
+    return pool(values, size)
 
 
 def downsample_target(
@@ -61,9 +69,11 @@ def downsample_target(
 
     Convention:
         - ``target``: class indices (B, \*spatial) of an integer dtype (needs ``num_classes``), or class
-          probabilities (B, C, \*spatial) of a float dtype. 1 to 3 spatial dimensions.
+          probabilities (B, C, \*spatial) of a float dtype with values in [0, 1] (NaN or values outside are a
+          ``ValueError``, see :func:`softseg.set_value_checks`). 1 to 3 spatial dimensions.
         - ``size_or_scale``: ints are the output size (one, or one per spatial dimension); floats in (0, 1]
           are scale factors (output size = floor(size x scale), at least 1).
+        - A spatial dimension of size 0 gives an empty result: size 0 there (a scale factor, or the size 0).
         - Returns float32 (B, C, \*out_size) (float64 stays float64) summing to 1 over C where the input did.
         - ``ignore_index`` (index targets): ignored pixels leave the average; a cell with only ignored
           pixels is all zero. The one-hot is built one class at a time, never as a (B, C, \*spatial) tensor.
@@ -85,10 +95,10 @@ def downsample_target(
             raise ValueError(f"target must have 1 to 3 spatial dimensions; got shape {tuple(labels.shape)}")
         size = _output_size(size_or_scale, spatial)
         pool = _ADAPTIVE_POOL[len(spatial)]
-        channels = [pool((labels == c).unsqueeze(1).to(torch.float32), size) for c in range(num_classes)]
+        channels = [_pool(pool, (labels == c).unsqueeze(1).to(torch.float32), size) for c in range(num_classes)]
         out = torch.cat(channels, 1)
         if valid is not None:
-            share = pool(valid.unsqueeze(1).to(torch.float32), size)
+            share = _pool(pool, valid.unsqueeze(1).to(torch.float32), size)
             out = torch.where(share > 0, out / torch.where(share > 0, share, 1), 0)
         return out
     if not target.is_floating_point():
@@ -101,8 +111,9 @@ def downsample_target(
         raise ValueError(
             f"a float target must have shape (B, C, *spatial) with 1 to 3 spatial dimensions; got shape {tuple(target.shape)}"
         )
-    if num_classes is not None and num_classes != target.shape[1]:
+    if num_classes is not None and check_num_classes(num_classes, minimum=1) != target.shape[1]:
         raise ValueError(f"num_classes={num_classes} does not match the target's {target.shape[1]} channels")
     size = _output_size(size_or_scale, tuple(target.shape[2:]))
+    check_unit_interval("target", target)  # NaN too: averaging would spread it over a whole cell
     dtype = torch.float64 if target.dtype == torch.float64 else torch.float32
-    return _ADAPTIVE_POOL[target.ndim - 2](target.to(dtype), size)
+    return _pool(_ADAPTIVE_POOL[target.ndim - 2], target.to(dtype), size)

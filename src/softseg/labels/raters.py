@@ -6,6 +6,8 @@ the case ``num_classes=2`` (channel 1 is the foreground).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -26,7 +28,8 @@ def _check_masks(masks: object, num_classes: int) -> Tensor:
 def _vote_counts(masks: Tensor, num_classes: int, rater_weight: Tensor | None = None) -> Tensor:
     """(B, C, *spatial) sum over raters of (weighted) votes, float32, without a (B, R, C, ...) one-hot."""
     batch, raters = masks.shape[:2]
-    flat = masks.reshape(batch, raters, -1).long()
+    pixels = math.prod(masks.shape[2:])  # explicit: reshape(0, R, -1) is ambiguous for an empty batch
+    flat = masks.reshape(batch, raters, pixels).long()
     votes = torch.zeros(batch, num_classes, flat.shape[-1], dtype=torch.float32, device=masks.device)
     for r in range(raters):
         src = torch.ones_like(flat[:, r], dtype=torch.float32)

@@ -82,6 +82,7 @@ def boundary_mask(labels: Tensor, *, radius: int = 1, ignore_index: int | None =
         raise TypeError(f"radius must be an int (pixels); got {type(radius).__name__}")
     if radius < 0:
         raise ValueError(f"radius must be >= 0; got {radius}")
+    ignore_index = check_ignore_index(ignore_index)
     spatial_dims = labels.ndim - 1
     if spatial_dims not in _MAX_POOL:
         raise ValueError(f"labels must have 1 to 3 spatial dimensions; got shape {tuple(labels.shape)}")

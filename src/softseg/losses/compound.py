@@ -10,42 +10,54 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from softseg._checks import check_choice, check_input, check_mask, check_number, target_kind
+from softseg._checks import (
+    ActiveClasses,
+    check_choice,
+    check_input,
+    check_mask,
+    check_number,
+    explain_unexpected_keywords,
+    target_kind,
+)
 from softseg.activation import Activation
 from softseg.aggregation import Aggregation
 from softseg.dispatch import fused_statistics
-from softseg.losses._module import FunctionalLoss
+from softseg.losses._module import FunctionalLoss, init_options
 from softseg.losses.region import _check_options, _loss_in_kernels, loss_from_statistics
 
 REGIONS = {"dice": (0.5, 0.5), "jaccard": (1.0, 1.0), "tversky": None}
 CROSS_ENTROPIES = ("cross_entropy", "focal")
+Region = Literal["dice", "jaccard", "tversky"]
+CrossEntropy = Literal["cross_entropy", "focal"]
 
 
+@explain_unexpected_keywords()
 def region_ce_loss(
     input: Tensor,
     target: Tensor,
     *,
-    region: str = "dice",
+    region: Region = "dice",
     alpha: float | None = None,
     beta: float | None = None,
     lambda_region: float = 1.0,
     lambda_ce: float = 1.0,
-    ce: str = "cross_entropy",
+    ce: CrossEntropy = "cross_entropy",
     focal_gamma: float = 2.0,
     focal_alpha: float | None = None,
     activation: Activation = "softmax",
     smooth: float = 0.0,
-    norm: int = 1,
+    norm: Literal[1, 2] = 1,
     gamma: float = 1.0,
     log_loss: bool = False,
     weight: Tensor | Sequence[float] | None = None,
     include_background: bool = True,
     aggregation: Aggregation = "global",
-    active_classes: str = "all",
+    active_classes: ActiveClasses = "all",
     presence_threshold: float = 0.01,
     ignore_index: int | None = None,
     mask: Tensor | None = None,
@@ -163,7 +175,34 @@ def region_ce_loss(
     return lambda_region * region_term + lambda_ce * ce_term
 
 
-def dice_ce_loss(input: Tensor, target: Tensor, **options) -> Tensor:
+_FIXED_BY_DICE_CE = "dice_ce_loss fixes the region term to Dice (region_ce_loss sets region, alpha, beta)"
+
+
+@explain_unexpected_keywords(dict.fromkeys(("region", "alpha", "beta"), _FIXED_BY_DICE_CE))
+def dice_ce_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    lambda_region: float = 1.0,
+    lambda_ce: float = 1.0,
+    ce: CrossEntropy = "cross_entropy",
+    focal_gamma: float = 2.0,
+    focal_alpha: float | None = None,
+    activation: Activation = "softmax",
+    smooth: float = 0.0,
+    norm: Literal[1, 2] = 1,
+    gamma: float = 1.0,
+    log_loss: bool = False,
+    weight: Tensor | Sequence[float] | None = None,
+    include_background: bool = True,
+    aggregation: Aggregation = "global",
+    active_classes: ActiveClasses = "all",
+    presence_threshold: float = 0.01,
+    ignore_index: int | None = None,
+    mask: Tensor | None = None,
+    distributed: bool = False,
+    process_group: torch.distributed.ProcessGroup | None = None,
+) -> Tensor:
     r"""Dice + cross-entropy: :func:`region_ce_loss` with ``region="dice"``, one shared softmax.
 
     .. math::
@@ -171,10 +210,13 @@ def dice_ce_loss(input: Tensor, target: Tensor, **options) -> Tensor:
         L = \lambda_{region} \frac{\|p - y\|_1}{\|p\|_1 + \|y\|_1}\Big|_{\text{mean over classes}}
             + \lambda_{ce}\, \mathrm{CE}(p, y)
 
+    ``smooth`` s enters the Dice term as in :func:`softseg.dice_loss` (textbook e = 2 s; MONAI's
+    ``DiceCELoss(smooth_nr=2 * s, smooth_dr=2 * s)``).
+
     Convention:
         As :func:`region_ce_loss` (logits (B, C, \*spatial), index or probability targets, softmax by
-        default, ``ignore_index``/``mask`` leave both terms, scalar result), without ``region``,
-        ``alpha``, ``beta``.
+        default, ``ignore_index``/``mask`` leave both terms, scalar result); every option keyword-only;
+        ``region``, ``alpha`` and ``beta`` are fixed.
 
     Example:
         >>> logits = torch.zeros(1, 2, 4)                    # p = 1/2 everywhere: Dice 1/2, CE log 2
@@ -182,8 +224,7 @@ def dice_ce_loss(input: Tensor, target: Tensor, **options) -> Tensor:
         >>> dice_ce_loss(logits, labels)
         tensor(1.1931)
     """
-    _reject_fixed("dice_ce_loss", options)
-    return region_ce_loss(input, target, region="dice", **options)
+    return region_ce_loss(region="dice", **locals())  # locals(): every argument above, unchanged
 
 
 class RegionCELoss(FunctionalLoss):
@@ -208,23 +249,23 @@ class RegionCELoss(FunctionalLoss):
     def __init__(
         self,
         *,
-        region: str = "dice",
+        region: Region = "dice",
         alpha: float | None = None,
         beta: float | None = None,
         lambda_region: float = 1.0,
         lambda_ce: float = 1.0,
-        ce: str = "cross_entropy",
+        ce: CrossEntropy = "cross_entropy",
         focal_gamma: float = 2.0,
         focal_alpha: float | None = None,
         activation: Activation = "softmax",
         smooth: float = 0.0,
-        norm: int = 1,
+        norm: Literal[1, 2] = 1,
         gamma: float = 1.0,
         log_loss: bool = False,
         weight: Tensor | Sequence[float] | None = None,
         include_background: bool = True,
         aggregation: Aggregation = "global",
-        active_classes: str = "all",
+        active_classes: ActiveClasses = "all",
         presence_threshold: float = 0.01,
         ignore_index: int | None = None,
         distributed: bool = False,
@@ -264,7 +305,9 @@ class DiceCELoss(RegionCELoss):
         L = \lambda_{region}\, \ell_{Dice} + \lambda_{ce}\, \mathrm{CE}
 
     Convention:
-        As :func:`region_ce_loss`, without ``region``, ``alpha``, ``beta``. ``forward(input, target, mask=None)``.
+        As :func:`dice_ce_loss`: options keyword-only, fixed at construction (``region``, ``alpha``,
+        ``beta`` fixed); ``forward(input, target, mask=None)``; ``weight`` (the Dice term's class weights)
+        is a buffer.
 
     Example:
         >>> loss = DiceCELoss(ignore_index=255)
@@ -272,9 +315,33 @@ class DiceCELoss(RegionCELoss):
         tensor(1.2074)
     """
 
-    def __init__(self, **options) -> None:
-        _reject_fixed("DiceCELoss", options)
-        super().__init__(region="dice", **options)
+    fixed_options = dict.fromkeys(
+        ("region", "alpha", "beta"), "DiceCELoss fixes the region term to Dice (RegionCELoss sets it)"
+    )
+
+    def __init__(
+        self,
+        *,
+        lambda_region: float = 1.0,
+        lambda_ce: float = 1.0,
+        ce: CrossEntropy = "cross_entropy",
+        focal_gamma: float = 2.0,
+        focal_alpha: float | None = None,
+        activation: Activation = "softmax",
+        smooth: float = 0.0,
+        norm: Literal[1, 2] = 1,
+        gamma: float = 1.0,
+        log_loss: bool = False,
+        weight: Tensor | Sequence[float] | None = None,
+        include_background: bool = True,
+        aggregation: Aggregation = "global",
+        active_classes: ActiveClasses = "all",
+        presence_threshold: float = 0.01,
+        ignore_index: int | None = None,
+        distributed: bool = False,
+        process_group: torch.distributed.ProcessGroup | None = None,
+    ) -> None:
+        super().__init__(region="dice", **init_options(locals()))
 
 
 def _region_weights(region: object, alpha: float | None, beta: float | None) -> tuple[float, float]:
@@ -286,12 +353,6 @@ def _region_weights(region: object, alpha: float | None, beta: float | None) -> 
     if given:
         raise TypeError(f"region={region!r} fixes alpha and beta; got {', '.join(given)} (use region='tversky')")
     return fixed
-
-
-def _reject_fixed(name: str, options: dict) -> None:
-    fixed = sorted({"region", "alpha", "beta"} & options.keys())
-    if fixed:
-        raise TypeError(f"{name} fixes the region term to Dice; got {', '.join(fixed)} (use region_ce_loss)")
 
 
 def _check_compound_options(

@@ -12,6 +12,7 @@ x = y, where the classic forms are not.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -20,10 +21,13 @@ from softseg._checks import (
     ACTIVATIONS,
     ACTIVE_CLASSES,
     REDUCTIONS,
+    ActiveClasses,
+    Reduction,
     check_choice,
     check_ignore_index,
     check_number,
     check_weight,
+    explain_unexpected_keywords,
 )
 from softseg.activation import Activation
 from softseg.aggregation import Aggregation, aggregate, parse_aggregation
@@ -31,12 +35,13 @@ from softseg import dispatch
 from softseg.dispatch import logit_statistics
 from softseg.distributed import check_distributed_options, sync_statistics
 from softseg.kernels.triton_fused import RegionLossOptions
-from softseg.losses._module import FunctionalLoss
+from softseg.losses._module import FunctionalLoss, init_options
 from softseg.scores import LOG_EPS, power, tversky_index
 from softseg.statistics import RegionStatistics
 
 
 
+@explain_unexpected_keywords()
 def tversky_loss(
     input: Tensor,
     target: Tensor,
@@ -45,17 +50,17 @@ def tversky_loss(
     beta: float = 0.5,
     activation: Activation = "softmax",
     smooth: float = 0.0,
-    norm: int = 1,
+    norm: Literal[1, 2] = 1,
     gamma: float = 1.0,
     log_loss: bool = False,
     weight: Tensor | Sequence[float] | None = None,
     include_background: bool = True,
     aggregation: Aggregation = "global",
-    active_classes: str = "all",
+    active_classes: ActiveClasses = "all",
     presence_threshold: float = 0.01,
     ignore_index: int | None = None,
     mask: Tensor | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     distributed: bool = False,
     process_group: torch.distributed.ProcessGroup | None = None,
 ) -> Tensor:
@@ -194,7 +199,9 @@ def _loss_in_kernels(
     if not include_background and input.shape[1] < 2:  # the torch tail raises the error for it
         return None
     first_class = 0 if include_background else 1
-    class_weight = check_weight(weight, input.shape[1] - first_class, include_background=include_background)
+    class_weight = check_weight(
+        weight, input.shape[1] - first_class, include_background=include_background, device=input.device
+    )
     if class_weight is not None:
         class_weight = class_weight.to(device=input.device, dtype=torch.float32).contiguous()
     options = RegionLossOptions(
@@ -260,16 +267,11 @@ def loss_from_statistics(
         ...     presence_threshold=0.01, reduction="mean")
         tensor(0.4545)
     """
-    if not include_background:
-        if stats.tp.shape[1] < 2:
-            raise ValueError(
-                "include_background=False drops class 0, but input has a single channel; "
-                "keep include_background=True for binary segmentation"
-            )
-        stats = RegionStatistics(*(s[:, 1:] for s in stats))
-    if distributed:
-        stats = sync_statistics(stats, levels=parse_aggregation(aggregation), process_group=process_group)
-    weight = check_weight(weight, stats.tp.shape[1], include_background=include_background)
+    stats = scored_statistics(
+        stats, include_background=include_background, aggregation=aggregation, distributed=distributed,
+        process_group=process_group,
+    )
+    weight = check_weight(weight, stats.tp.shape[1], include_background=include_background, device=stats.tp.device)
 
     def entry_loss(entry_stats: RegionStatistics) -> Tensor:
         index = tversky_index(entry_stats, alpha=alpha, beta=beta, smooth=smooth)
@@ -287,18 +289,88 @@ def loss_from_statistics(
     )
 
 
-def dice_loss(input: Tensor, target: Tensor, **options) -> Tensor:
+def scored_statistics(
+    stats: RegionStatistics,
+    *,
+    include_background: bool,
+    aggregation: Aggregation,
+    distributed: bool = False,
+    process_group: torch.distributed.ProcessGroup | None = None,
+) -> RegionStatistics:
+    """The statistics a loss scores: class 0 dropped unless ``include_background``, then summed over ranks.
+
+    Shared by every loss on the statistics engine (:func:`loss_from_statistics`, the generalized Dice and
+    MCC losses).
+
+    Convention:
+        ``stats`` (B, C) each; returns (B, C) or (B, C - 1) rows, or with ``distributed=True`` what
+        :func:`softseg.distributed.sync_statistics` returns for the levels of ``aggregation`` (pooled (1, C)
+        for ``"global"``, the rows of every rank otherwise). A single channel with
+        ``include_background=False`` is a ``ValueError``.
+
+    Example:
+        >>> stats = RegionStatistics(*(torch.tensor([[1.0, 2.0]]) for _ in range(4)))
+        >>> scored_statistics(stats, include_background=False, aggregation="global").tp
+        tensor([[2.]])
+    """
+    if not include_background:
+        if stats.tp.shape[1] < 2:
+            raise ValueError(
+                "include_background=False drops class 0, but input has a single channel; "
+                "keep include_background=True for binary segmentation"
+            )
+        stats = RegionStatistics(*(s[:, 1:] for s in stats))
+    if distributed:
+        stats = sync_statistics(stats, levels=parse_aggregation(aggregation), process_group=process_group)
+    return stats
+
+
+_FIXED_BY_DICE = "dice_loss fixes alpha = beta = 1/2 (tversky_loss sets them)"
+_FIXED_BY_JACCARD = "jaccard_loss fixes alpha = beta = 1 (tversky_loss sets them)"
+
+
+@explain_unexpected_keywords({"alpha": _FIXED_BY_DICE, "beta": _FIXED_BY_DICE})
+def dice_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    activation: Activation = "softmax",
+    smooth: float = 0.0,
+    norm: Literal[1, 2] = 1,
+    gamma: float = 1.0,
+    log_loss: bool = False,
+    weight: Tensor | Sequence[float] | None = None,
+    include_background: bool = True,
+    aggregation: Aggregation = "global",
+    active_classes: ActiveClasses = "all",
+    presence_threshold: float = 0.01,
+    ignore_index: int | None = None,
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+    distributed: bool = False,
+    process_group: torch.distributed.ProcessGroup | None = None,
+) -> Tensor:
     r"""Soft-label-correct Dice loss (Dice semimetric loss): :func:`tversky_loss` with alpha = beta = 1/2.
 
     .. math::
 
         \ell_c = 1 - \frac{2\,tp_c + 2s}{2\,tp_c + fp_c + fn_c + 2s}
+               = 1 - \frac{2\,tp_c + 2s}{\|x_c\|_1 + \|y_c\|_1 + 2s}
                = \frac{\|x - y\|_1}{\|x\|_1 + \|y\|_1}\quad (s = 0,\ \text{norm } 1)
 
+    ``smooth`` s enters the Tversky form (tp + s) / (tp + fp/2 + fn/2 + s), so the textbook Dice
+    (2 tp + e) / (|x| + |y| + e) has e = 2 s: ``smooth=s`` here is MONAI's
+    ``DiceLoss(smooth_nr=2 * s, smooth_dr=2 * s)`` (MONAI's default 1e-5 is ``smooth=5e-6``) and smp's
+    ``DiceLoss(smooth=2 * s)`` (smp's ``eps`` floors the denominator instead; softseg needs no floor: an
+    empty class gives 0). The loss at a soft target stays 0 for every s.
+
     Convention:
-        As :func:`tversky_loss` (logits (B, C, \*spatial); index or probability targets; softmax by
-        default; ``ignore_index``/``mask``; float32 sums; empty classes give 0; keyword-only options
-        except ``alpha`` and ``beta``).
+        As :func:`tversky_loss`: logits (B, C, \*spatial), any number of spatial dims; class-index targets
+        (B, \*spatial) or (B, 1, \*spatial), or class probabilities (B, C, \*spatial) in [0, 1];
+        ``activation`` softmax (default, over C), sigmoid or none; ignored pixels through
+        ``ignore_index``/``mask`` leave every sum; float32 sums; an empty class gives 0 with a finite
+        gradient; ``aggregation``, ``active_classes``, ``weight``, ``reduction``, ``distributed`` as
+        there. Every option is keyword-only; ``alpha`` and ``beta`` are fixed.
 
     Example:
         >>> logits = torch.tensor([[[2.0, -1.0], [-2.0, 1.0]]])   # (B=1, C=2, N=2)
@@ -308,12 +380,34 @@ def dice_loss(input: Tensor, target: Tensor, **options) -> Tensor:
         >>> soft = torch.tensor([[[0.5, 0.0], [0.5, 1.0]]])
         >>> dice_loss(soft, soft, activation="none")            # zero exactly at the soft target
         tensor(0.)
+        >>> x, y = torch.tensor([[[0.2, 0.7, 0.5]]]), torch.tensor([[[0.5, 0.5, 1.0]]])
+        >>> dice_loss(x, y, activation="none", smooth=0.5)       # 1 - (2.4 + 1) / (1.4 + 2.0 + 1)
+        tensor(0.2273)
     """
-    _reject_tversky_weights("dice_loss", options)
-    return tversky_loss(input, target, alpha=0.5, beta=0.5, **options)
+    return tversky_loss(alpha=0.5, beta=0.5, **locals())  # locals(): every argument above, unchanged
 
 
-def jaccard_loss(input: Tensor, target: Tensor, **options) -> Tensor:
+@explain_unexpected_keywords({"alpha": _FIXED_BY_JACCARD, "beta": _FIXED_BY_JACCARD})
+def jaccard_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    activation: Activation = "softmax",
+    smooth: float = 0.0,
+    norm: Literal[1, 2] = 1,
+    gamma: float = 1.0,
+    log_loss: bool = False,
+    weight: Tensor | Sequence[float] | None = None,
+    include_background: bool = True,
+    aggregation: Aggregation = "global",
+    active_classes: ActiveClasses = "all",
+    presence_threshold: float = 0.01,
+    ignore_index: int | None = None,
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+    distributed: bool = False,
+    process_group: torch.distributed.ProcessGroup | None = None,
+) -> Tensor:
     r"""Soft-label-correct Jaccard (IoU) loss (Jaccard metric loss): :func:`tversky_loss` with alpha = beta = 1.
 
     .. math::
@@ -322,11 +416,13 @@ def jaccard_loss(input: Tensor, target: Tensor, **options) -> Tensor:
                = 1 - \frac{\sum_i \min(x_i, y_i)}{\sum_i \max(x_i, y_i)}\quad (s = 0,\ \text{norm } 1)
 
     A metric on [0, 1]^n (symmetric, triangle inequality); equals 2 D / (1 + D) with D the Dice loss.
+    ``smooth`` s is the textbook (I + s) / (U + s): smp's ``JaccardLoss(smooth=s)``, MONAI's
+    ``DiceLoss(jaccard=True, smooth_nr=2 * s, smooth_dr=2 * s)``.
 
     Convention:
         As :func:`tversky_loss` (logits (B, C, \*spatial); index or probability targets; softmax by
-        default; ``ignore_index``/``mask``; float32 sums; empty classes give 0; keyword-only options
-        except ``alpha`` and ``beta``).
+        default; ``ignore_index``/``mask``; float32 sums; empty classes give 0; keyword-only options;
+        ``alpha`` and ``beta`` fixed).
 
     Example:
         >>> x = torch.tensor([[[0.2, 0.7, 0.5]]])
@@ -336,8 +432,7 @@ def jaccard_loss(input: Tensor, target: Tensor, **options) -> Tensor:
         >>> jaccard_loss(x, y, activation="none", log_loss=True)
         tensor(0.6061)
     """
-    _reject_tversky_weights("jaccard_loss", options)
-    return tversky_loss(input, target, alpha=1.0, beta=1.0, **options)
+    return tversky_loss(alpha=1.0, beta=1.0, **locals())  # locals(): every argument above, unchanged
 
 
 def _check_options(
@@ -382,12 +477,6 @@ def _check_options(
     return alpha, beta, smooth, gamma
 
 
-def _reject_tversky_weights(name: str, options: dict) -> None:
-    fixed = sorted({"alpha", "beta"} & options.keys())
-    if fixed:
-        raise TypeError(f"{name} fixes alpha and beta; got {', '.join(fixed)} (use tversky_loss to set them)")
-
-
 class TverskyLoss(FunctionalLoss):
     r"""Module form of :func:`tversky_loss`; options are fixed at construction, keyword-only.
 
@@ -414,16 +503,16 @@ class TverskyLoss(FunctionalLoss):
         beta: float = 0.5,
         activation: Activation = "softmax",
         smooth: float = 0.0,
-        norm: int = 1,
+        norm: Literal[1, 2] = 1,
         gamma: float = 1.0,
         log_loss: bool = False,
         weight: Tensor | Sequence[float] | None = None,
         include_background: bool = True,
         aggregation: Aggregation = "global",
-        active_classes: str = "all",
+        active_classes: ActiveClasses = "all",
         presence_threshold: float = 0.01,
         ignore_index: int | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         distributed: bool = False,
         process_group: torch.distributed.ProcessGroup | None = None,
     ) -> None:
@@ -453,10 +542,17 @@ class DiceLoss(TverskyLoss):
 
     .. math::
 
-        \ell_c = \frac{\|x_c - y_c\|_1}{\|x_c\|_1 + \|y_c\|_1}\quad (s = 0,\ \text{norm } 1)
+        \ell_c = 1 - \frac{2\,tp_c + 2s}{\|x_c\|_1 + \|y_c\|_1 + 2s}
+               = \frac{\|x_c - y_c\|_1}{\|x_c\|_1 + \|y_c\|_1}\quad (s = 0,\ \text{norm } 1)
+
+    ``smooth`` s enters the Tversky form, so the textbook (2 tp + e) / (|x| + |y| + e) has e = 2 s:
+    ``DiceLoss(smooth=s)`` is MONAI's ``DiceLoss(smooth_nr=2 * s, smooth_dr=2 * s)`` and smp's
+    ``DiceLoss(smooth=2 * s)`` (see :func:`dice_loss`).
 
     Convention:
-        As :func:`tversky_loss`, without ``alpha``/``beta``. ``forward(input, target, mask=None)``.
+        As :func:`dice_loss`: options keyword-only, fixed at construction (``alpha``, ``beta`` fixed);
+        ``forward(input, target, mask=None)``. ``weight`` is a buffer: it follows ``.to(device)`` and is
+        saved in the state dict.
 
     Example:
         >>> loss = DiceLoss(aggregation="image", active_classes="present")
@@ -466,9 +562,27 @@ class DiceLoss(TverskyLoss):
         tensor(0.5000)
     """
 
-    def __init__(self, **options) -> None:
-        _reject_tversky_weights("DiceLoss", options)
-        super().__init__(alpha=0.5, beta=0.5, **options)
+    fixed_options = dict.fromkeys(("alpha", "beta"), "DiceLoss fixes alpha = beta = 1/2 (TverskyLoss sets them)")
+
+    def __init__(
+        self,
+        *,
+        activation: Activation = "softmax",
+        smooth: float = 0.0,
+        norm: Literal[1, 2] = 1,
+        gamma: float = 1.0,
+        log_loss: bool = False,
+        weight: Tensor | Sequence[float] | None = None,
+        include_background: bool = True,
+        aggregation: Aggregation = "global",
+        active_classes: ActiveClasses = "all",
+        presence_threshold: float = 0.01,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+        distributed: bool = False,
+        process_group: torch.distributed.ProcessGroup | None = None,
+    ) -> None:
+        super().__init__(alpha=0.5, beta=0.5, **init_options(locals()))
 
 
 class JaccardLoss(TverskyLoss):
@@ -479,7 +593,8 @@ class JaccardLoss(TverskyLoss):
         \ell_c = 1 - \frac{\sum_i \min(x_i, y_i)}{\sum_i \max(x_i, y_i)}\quad (s = 0,\ \text{norm } 1)
 
     Convention:
-        As :func:`tversky_loss`, without ``alpha``/``beta``. ``forward(input, target, mask=None)``.
+        As :func:`jaccard_loss`: options keyword-only, fixed at construction (``alpha``, ``beta`` fixed);
+        ``forward(input, target, mask=None)``; ``weight`` a buffer.
 
     Example:
         >>> loss = JaccardLoss(activation="none")
@@ -487,6 +602,24 @@ class JaccardLoss(TverskyLoss):
         tensor(0.4545)
     """
 
-    def __init__(self, **options) -> None:
-        _reject_tversky_weights("JaccardLoss", options)
-        super().__init__(alpha=1.0, beta=1.0, **options)
+    fixed_options = dict.fromkeys(("alpha", "beta"), "JaccardLoss fixes alpha = beta = 1 (TverskyLoss sets them)")
+
+    def __init__(
+        self,
+        *,
+        activation: Activation = "softmax",
+        smooth: float = 0.0,
+        norm: Literal[1, 2] = 1,
+        gamma: float = 1.0,
+        log_loss: bool = False,
+        weight: Tensor | Sequence[float] | None = None,
+        include_background: bool = True,
+        aggregation: Aggregation = "global",
+        active_classes: ActiveClasses = "all",
+        presence_threshold: float = 0.01,
+        ignore_index: int | None = None,
+        reduction: Reduction = "mean",
+        distributed: bool = False,
+        process_group: torch.distributed.ProcessGroup | None = None,
+    ) -> None:
+        super().__init__(alpha=1.0, beta=1.0, **init_options(locals()))

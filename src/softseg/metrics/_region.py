@@ -7,14 +7,16 @@ Statistics come from :func:`softseg.region_statistics` (soft) or :func:`softseg.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
+from torchmetrics.utilities.distributed import gather_all_tensors
 
-from softseg._checks import ACTIVE_CLASSES, REDUCTIONS, check_choice, check_number, check_weight
+from softseg._checks import ACTIVE_CLASSES, REDUCTIONS, check_choice, check_number, check_weight, check_weight_values
 from softseg.aggregation import Aggregation, aggregate, parse_aggregation
 from softseg.scores import tversky_index
 from softseg.statistics import RegionStatistics
@@ -68,7 +70,9 @@ def keep_classes(
 ) -> tuple[RegionStatistics, Tensor | None]:
     """The statistics of the kept classes (class 0 dropped unless ``include_background``) and their weights."""
     stats = drop_background(stats, include_background)
-    return stats, check_weight(weight, stats.tp.shape[-1], include_background=include_background)
+    return stats, check_weight(
+        weight, stats.tp.shape[-1], include_background=include_background, device=stats.tp.device
+    )
 
 
 def _with_activity(
@@ -108,6 +112,8 @@ def score_statistics(
     worst_q: float | None = None,
 ) -> Tensor:
     """Tversky index per entry of ``stats`` (B, C), averaged by ``aggregation`` over the active entries."""
+    if weight is not None:  # a metric's weight is checked at construction: again here, it may have changed
+        check_weight_values("weight", weight)
     stats, active_classes, threshold = _with_activity(stats, active_classes, empty, presence_threshold)
 
     def entry_score(entry_stats: RegionStatistics) -> Tensor:
@@ -194,11 +200,26 @@ class RegionScoreMetric(Metric):
         for name, value in zip(RegionStatistics._fields, stats):
             value = value.detach().to(torch.float64)
             if self.pooled:
+                if not len(value):  # an empty batch adds nothing (and amax over it is undefined)
+                    continue
                 current = getattr(self, name)
                 pooled = value.amax(0, keepdim=True) if name == "target_max" else value.sum(0, keepdim=True)
                 setattr(self, name, torch.maximum(current, pooled) if name == "target_max" else current + pooled)
             else:
                 getattr(self, name).append(value)
+
+    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
+        # A process that never updated holds empty lists, which torchmetrics gathers as a 1-D float32
+        # tensor: its shape and dtype differ from the other ranks' (images, ...) float64 rows and the
+        # gather fails. Give it zero rows of the right shape (the states are restored after the sync).
+        if not self.pooled:
+            for name in RegionStatistics._fields:
+                if not getattr(self, name):
+                    setattr(self, name, [self._no_rows()])
+        super()._sync_dist(dist_sync_fn, process_group)
+
+    def _no_rows(self) -> Tensor:
+        return torch.zeros(0, *self.state_shape, dtype=torch.float64, device=self.device)
 
     def compute(self) -> Tensor:
         if self.pooled:
@@ -206,9 +227,7 @@ class RegionScoreMetric(Metric):
         else:
             values = [getattr(self, name) for name in RegionStatistics._fields]
             if any(isinstance(v, list) and not v for v in values):
-                stats = RegionStatistics(
-                    *(torch.zeros(0, *self.state_shape, dtype=torch.float64, device=self.device) for _ in values)
-                )
+                stats = RegionStatistics(*(self._no_rows() for _ in values))
             else:
                 stats = RegionStatistics(*(dim_zero_cat(v) for v in values))
         return self._score(drop_background(stats, self.include_background))

@@ -14,6 +14,7 @@ two parts (confidences more than 1/``resolution`` apart).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -24,12 +25,12 @@ from softseg._checks import (
     ACTIVATIONS,
     check_choice,
     check_ignore_index,
-    check_mask,
+    check_labels,
     check_number,
     check_unit_interval,
-    target_kind,
 )
-from softseg.activation import Activation, activate
+from softseg.activation import Activation
+from softseg.metrics._counted import activate_counted
 
 BINNINGS = ("width", "mass")
 MODES = ("top-label", "class-wise")
@@ -76,42 +77,39 @@ def _check_calibration_options(*, n_bins, binning, mode, aggregation, resolution
 
 
 def _samples(probs: Tensor, target: Tensor, *, activation: str, ignore_index: int | None, mask: Tensor | None):
-    """Flatten to probabilities (B, C, N) (C = 1 expanded to background/foreground), the target and the
-    counted-pixel weights (B, N) in float64."""
-    probs = activate(probs, activation)
-    kind = target_kind(probs, target)
-    check_ignore_index(ignore_index)
-    if ignore_index is not None and kind == "dense":
-        raise ValueError("ignore_index applies to index targets only; pass mask= to leave pixels out of a dense target")
+    """Flatten to probabilities (B, C, N) (C = 1 expanded to background/foreground), the labels or the
+    dense target, and the counted pixels (B, N) as a bool tensor.
+
+    Excluded pixels are cleared before the activation (:mod:`softseg.metrics._counted`), so a NaN or inf
+    there never reaches a sum; every later step selects with ``counted``.
+    """
+    probs, target, kind, counted, mask = activate_counted(
+        probs, target, activation=activation, ignore_index=ignore_index, mask=mask
+    )
+    if mask is not None and mask.shape[1] != 1:
+        raise ValueError(
+            f"mask must be per pixel, (B, *spatial) or (B, 1, *spatial), for calibration; got shape {tuple(mask.shape)}"
+        )
     batch, channels = probs.shape[:2]
-    weight = torch.ones(batch, probs[0, 0].numel(), dtype=torch.float64, device=probs.device)
-    if mask is not None:
-        mask = check_mask(mask, probs)
-        if mask.shape[1] != 1:
-            raise ValueError(
-                f"mask must be per pixel, (B, *spatial) or (B, 1, *spatial), for calibration; got shape {tuple(mask.shape)}"
-            )
-        weight = weight * mask.reshape(batch, -1)
-    flat = probs.reshape(batch, channels, -1)
+    pixels = math.prod(probs.shape[2:])  # explicit: reshape(0, -1) is ambiguous for an empty batch
+    if counted is None:
+        counted = torch.ones(batch, pixels, dtype=torch.bool, device=probs.device)
+    else:
+        counted = counted.reshape(batch, pixels)
+    flat = probs.reshape(batch, channels, pixels)
     if kind == "index":
-        labels = target.reshape(batch, -1).long()
-        if ignore_index is not None:
-            weight = weight * (labels != ignore_index)
-            labels = labels.masked_fill(labels == ignore_index, 0)
-        classes = max(channels, 2)
-        counted = labels[weight > 0]
-        if counted.numel() and (int(counted.min()) < 0 or int(counted.max()) >= classes):
-            bad = int(counted.min()) if int(counted.min()) < 0 else int(counted.max())
-            raise ValueError(f"target holds class index {bad}; expected indices in [0, {classes - 1}]")
+        labels = target.reshape(batch, pixels).long()
+        check_labels(labels, max(channels, 2), counted, ignore_index)
+        labels = torch.where(counted, labels, 0)  # any valid class: excluded pixels are never counted
         dense_target = None
     else:
         check_unit_interval("target", target)
-        labels, dense_target = None, target.reshape(batch, channels, -1)
+        labels, dense_target = None, target.reshape(batch, channels, pixels)
     if channels == 1:  # binary: foreground probability -> (background, foreground)
         flat = torch.cat([1 - flat, flat], 1)
         if dense_target is not None:
             dense_target = torch.cat([1 - dense_target, dense_target], 1)
-    return flat, labels, dense_target, weight
+    return flat, labels, dense_target, counted
 
 
 def _confidence_accuracy(flat, labels, dense_target, mode):
@@ -161,10 +159,14 @@ def calibration_histograms(
         (tensor([[[0., 2.]]], dtype=torch.float64), tensor([[[0.0000, 1.5000]]], dtype=torch.float64), tensor([[[0., 1.]]], dtype=torch.float64))
     """
     _check_calibration_options(n_bins=n_bins, binning=binning, mode=mode, aggregation="global", resolution=resolution)
-    flat, labels, dense_target, weight = _samples(
+    flat, labels, dense_target, counted = _samples(
         probs, target, activation=activation, ignore_index=ignore_index, mask=mask
     )
     batch = flat.shape[0]
+
+    def select(values: Tensor) -> Tensor:
+        return torch.where(counted, values, 0)
+
     bins = n_bins if binning == "width" else resolution
     boundaries = torch.linspace(0, 1, bins + 1, dtype=flat.dtype, device=flat.device)
     offset = torch.arange(batch, device=flat.device).unsqueeze(1) * bins
@@ -175,7 +177,7 @@ def calibration_histograms(
             (torch.bucketize(confidence.contiguous(), boundaries, right=True) - 1).clamp(0, bins - 1) + offset
         ).reshape(-1)
         sums = []
-        for values in (weight, confidence.to(torch.float64) * weight, accuracy * weight):
+        for values in (counted.to(torch.float64), select(confidence.to(torch.float64)), select(accuracy)):
             hist = torch.zeros(batch * bins, dtype=torch.float64, device=flat.device)
             sums.append(hist.scatter_add_(0, index, values.reshape(-1)).reshape(batch, bins))
         per_group.append(sums)
@@ -302,8 +304,9 @@ def expected_calibration_error(
         - ``binning``: ``"width"`` or ``"mass"`` (equal-mass from ``resolution`` fine bins).
         - ``aggregation``: ``"global"`` (all pixels of the batch in one histogram) or ``"image"`` (one error
           per image, then the mean over images).
-        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples.
-          No counted pixel gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
+        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples;
+          their values are never read (NaN or inf there changes nothing). No counted pixel, or an empty
+          batch, gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
 
     Example:
         >>> probs = torch.tensor([[[0.9, 0.6, 0.2], [0.1, 0.4, 0.8]]])   # (B=1, C=2, N=3)
@@ -359,8 +362,9 @@ def maximum_calibration_error(
         - ``binning``: ``"width"`` or ``"mass"`` (equal-mass from ``resolution`` fine bins).
         - ``aggregation``: ``"global"`` (all pixels of the batch in one histogram) or ``"image"`` (one error
           per image, then the mean over images).
-        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples.
-          No counted pixel gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
+        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples;
+          their values are never read (NaN or inf there changes nothing). No counted pixel, or an empty
+          batch, gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
 
     Example:
         >>> probs = torch.tensor([[[0.9, 0.6, 0.2], [0.1, 0.4, 0.8]]])
@@ -413,8 +417,9 @@ def adaptive_calibration_error(
         - ``binning``: ``"width"`` or ``"mass"`` (equal-mass from ``resolution`` fine bins).
         - ``aggregation``: ``"global"`` (all pixels of the batch in one histogram) or ``"image"`` (one error
           per image, then the mean over images).
-        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples.
-          No counted pixel gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
+        - Ignored pixels (``ignore_index``, or ``mask`` (B, \*spatial), True = counts) are no samples;
+          their values are never read (NaN or inf there changes nothing). No counted pixel, or an empty
+          batch, gives 0 (never NaN); empty bins add nothing. Result float64, no gradient.
 
     Example:
         >>> probs = torch.tensor([[[0.9, 0.6, 0.2, 0.3], [0.1, 0.4, 0.8, 0.7]]])
@@ -612,8 +617,8 @@ class CalibrationError(Metric):
 
 
 def _pixel_losses(probs, target, *, kind_of_loss, activation, ignore_index, mask, eps):
-    """Per-pixel Brier score or NLL (B, N) in float64 and the counted-pixel weights (B, N)."""
-    flat, labels, dense_target, weight = _samples(
+    """Per-pixel Brier score or NLL (B, N) in float64 (0 where not counted) and the counted pixels (B, N)."""
+    flat, labels, dense_target, counted = _samples(
         probs, target, activation=activation, ignore_index=ignore_index, mask=mask
     )
     flat = flat.to(torch.float64)
@@ -629,16 +634,16 @@ def _pixel_losses(probs, target, *, kind_of_loss, activation, ignore_index, mask
             values = -log_probs.gather(1, labels.unsqueeze(1)).squeeze(1)
         else:
             values = -(dense_target.to(torch.float64) * log_probs).sum(1)
-    return values * weight, weight
+    return torch.where(counted, values, 0), counted
 
 
-def _pixel_mean(values: Tensor, weight: Tensor, aggregation: str) -> tuple[Tensor, Tensor]:
+def _pixel_mean(values: Tensor, counted: Tensor, aggregation: str) -> tuple[Tensor, Tensor]:
     """(sum, count) for global; (sum of per-image means, images with a counted pixel) for image."""
     if aggregation == "global":
-        return values.sum(), weight.sum()
-    pixels = weight.sum(1)
-    counted = pixels > 0
-    return (values.sum(1)[counted] / pixels[counted]).sum(), counted.sum().to(torch.float64)
+        return values.sum(), counted.sum().to(torch.float64)
+    pixels = counted.sum(1).to(torch.float64)
+    images = pixels > 0
+    return (values.sum(1)[images] / pixels[images]).sum(), images.sum().to(torch.float64)
 
 
 def _check_pixel_options(aggregation: str, eps: float) -> None:
@@ -649,10 +654,10 @@ def _check_pixel_options(aggregation: str, eps: float) -> None:
 def _mean_pixel_loss(probs, target, *, kind_of_loss, aggregation, activation, ignore_index, mask, eps) -> Tensor:
     """Brier score or NLL averaged by ``aggregation`` (0 when nothing counts): the functional forms' body."""
     _check_pixel_options(aggregation, eps)
-    values, weight = _pixel_losses(
+    values, counted = _pixel_losses(
         probs, target, kind_of_loss=kind_of_loss, activation=activation, ignore_index=ignore_index, mask=mask, eps=eps
     )
-    total, count = _pixel_mean(values, weight, aggregation)
+    total, count = _pixel_mean(values, counted, aggregation)
     return total / count.clamp_min(1)
 
 
@@ -678,7 +683,8 @@ def brier_score(
         - ``probs`` (B, C, \*spatial) probabilities (``activation="none"``); ``target`` class indices or
           probabilities (B, C, \*spatial).
         - ``aggregation``: ``"global"`` (mean over all counted pixels) or ``"image"`` (per-image mean, then
-          mean over images). Ignored pixels (``ignore_index``, ``mask``) are left out; none counted gives 0.
+          mean over images). Ignored pixels (``ignore_index``, ``mask``) are left out, their values never
+          read (NaN or inf there changes nothing); none counted (or B = 0) gives 0.
 
     Example:
         >>> probs = torch.tensor([[[0.9, 0.6], [0.1, 0.4]]])
@@ -760,7 +766,7 @@ class _PixelMeanMetric(Metric):
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, probs: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
-        values, weight = _pixel_losses(
+        values, counted = _pixel_losses(
             probs,
             target,
             kind_of_loss=self._kind,
@@ -769,7 +775,7 @@ class _PixelMeanMetric(Metric):
             mask=mask,
             eps=self.eps,
         )
-        total, count = _pixel_mean(values, weight, self.aggregation)
+        total, count = _pixel_mean(values, counted, self.aggregation)
         self.total += total
         self.count += count
 

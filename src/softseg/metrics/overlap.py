@@ -17,12 +17,13 @@ Empty cases (an (image, class) with tp + fp + fn = 0, i.e. absent from predictio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from softseg._checks import check_ignore_index, check_labels, check_tensor
+from softseg._checks import check_device, check_ignore_index, check_labels, check_tensor
 from softseg.aggregation import Aggregation
 from softseg.metrics._region import TverskyScoreMetric, check_score_options, keep_classes, score_statistics
 from softseg.statistics import RegionStatistics
@@ -79,13 +80,14 @@ def confusion_statistics(
     num_classes = _check_num_classes(num_classes)
     preds = _check_index("preds", preds)
     target = _check_index("target", target)
+    check_device("target", target, preds.device, reference="preds")
     if preds.shape != target.shape:
         raise ValueError(
             f"preds and target must have the same shape (B, *spatial); got {tuple(preds.shape)} and {tuple(target.shape)}"
         )
     check_ignore_index(ignore_index)
-    batch = preds.shape[0]
-    flat_preds, flat_target = preds.reshape(batch, -1).long(), target.reshape(batch, -1).long()
+    batch, pixels = preds.shape[0], math.prod(preds.shape[1:])  # explicit: reshape(0, -1) is ambiguous
+    flat_preds, flat_target = preds.reshape(batch, pixels).long(), target.reshape(batch, pixels).long()
     valid = None if ignore_index is None else flat_target != ignore_index
     check_labels(flat_target, num_classes, valid, ignore_index)
     try:

@@ -23,8 +23,9 @@ from softseg._checks import (
     check_tensor,
     target_kind,
 )
-from softseg.activation import Activation, activate
+from softseg.activation import Activation
 from softseg.aggregation import Aggregation
+from softseg.metrics._counted import activate_counted
 from softseg.metrics._region import (
     RegionScoreMetric,
     TverskyScoreMetric,
@@ -50,7 +51,8 @@ def _check_num_classes(num_classes: object) -> int:
 
 
 def _soft_statistics(probs, target, *, activation, norm, ignore_index, mask) -> RegionStatistics:
-    probs = activate(probs, activation)
+    # Excluded pixels are cleared before the activation: a NaN or inf there reaches no sum (_counted.py).
+    probs, target, *_ = activate_counted(probs, target, activation=activation, ignore_index=ignore_index, mask=mask)
     return region_statistics(probs, target, norm=norm, ignore_index=ignore_index, mask=mask)
 
 
@@ -133,7 +135,8 @@ def soft_dice_score(
           ``"sigmoid"`` to pass logits).
         - ``target``: class indices (B, \*spatial) / (B, 1, \*spatial) of an integer dtype, or class
           probabilities (B, C, \*spatial) of a float dtype in [0, 1].
-        - ``ignore_index`` (index targets) and ``mask`` (bool, True = counts) leave pixels out of every sum.
+        - ``ignore_index`` (index targets) and ``mask`` (bool, True = counts) leave pixels out of every sum;
+          their values are never read (NaN or inf there changes nothing). An empty batch gives 0.
         - ``aggregation``, ``active_classes``, ``empty``, ``worst_q``, ``weight``, ``reduction``: as
           :func:`softseg.metrics.dice_score` (``empty="skip"`` leaves out entries with no mass in
           prediction and target; nothing active gives 0).
@@ -310,9 +313,10 @@ def thresholded_dice_score(
           high thresholds are often empty); ``empty="skip"`` leaves such entries out.
         - ``aggregation``: ``"image"`` by default (one score per case, then the mean over cases, as QUBIQ),
           or ``"global"``/``"class"``; per threshold, then the mean over thresholds.
-        - ``ignore_index`` / ``mask`` leave pixels out; ``reduction="none"`` gives the per-class (global)
-          or per-(image, class) scores averaged over thresholds. A threshold with nothing active (possible
-          only with ``empty="skip"``) contributes 0 to the mean over thresholds.
+        - ``ignore_index`` / ``mask`` leave pixels out (NaN or inf there changes nothing);
+          ``reduction="none"`` gives the per-class (global) or per-(image, class) scores averaged over
+          thresholds. A threshold with nothing active (possible only with ``empty="skip"``) contributes 0
+          to the mean over thresholds.
 
     Example:
         >>> target = torch.tensor([[[0.0, 1/3, 2/3, 1.0]]])      # mean of 3 raters, (B=1, C=1, N=4)
@@ -330,7 +334,7 @@ def thresholded_dice_score(
         worst_q=None,
         include_background=include_background,
     )
-    probs = activate(probs, activation)
+    probs, target, *_ = activate_counted(probs, target, activation=activation, ignore_index=ignore_index, mask=mask)
     stats = thresholded_statistics(probs, target, thresholds=thresholds, ignore_index=ignore_index, mask=mask)
     stats, weight = keep_classes(stats, include_background, weight)
     return _score_thresholds(
@@ -495,7 +499,9 @@ class ThresholdedDiceScore(_ProbabilityScoreMetric):
         )
 
     def _statistics(self, probs: Tensor, target: Tensor, mask: Tensor | None = None) -> RegionStatistics:
-        probs = activate(probs, self.activation)
+        probs, target, *_ = activate_counted(
+            probs, target, activation=self.activation, ignore_index=self.ignore_index, mask=mask
+        )
         return thresholded_statistics(
             probs, target, thresholds=self.thresholds, ignore_index=self.ignore_index, mask=mask
         )
