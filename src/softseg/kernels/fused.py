@@ -26,7 +26,10 @@ The sigmoid kernels are the exception: a few cheap elementwise ops per block, ru
 (SIGMOID_BLOCK_FRACTION); for index targets they use the closed forms of :func:`_sigmoid_index_sums`.
 
 :func:`block_statistics` and :func:`block_gradient` are the two halves; the custom operators of
-:mod:`softseg.kernels.ops` call them (with their autograd formula), and :mod:`softseg.dispatch` decides when.
+:mod:`softseg.kernels.ops` call them (with their autograd formula), and :mod:`softseg.dispatch` decides when:
+on CPU for what the native kernels (:mod:`softseg.kernels.native`, one pass each way) do not take (float64 and
+half precision, more than 128 classes, sigmoid with cross-entropy, no C++ compiler), on CUDA without Triton,
+and on other devices.
 """
 
 from __future__ import annotations

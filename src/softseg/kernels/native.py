@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -32,7 +33,7 @@ SOURCE = Path(__file__).with_name("native_kernels.cpp")
 ENVIRONMENT_SWITCH = "SOFTSEG_NATIVE"  # "0" turns the native kernels off
 CACHE_VARIABLE = "SOFTSEG_CACHE_DIR"
 MAX_CHANNELS = 128  # classes the kernels hold per vector step (MAXC in the source); more take the torch blocks
-CHUNK_PIXELS = 1024  # pixels per chunk of the threads' split (64 vectors: one float flush in the kernel)
+CHUNK_PIXELS = 1024  # the unit of the threads' split of the pixels
 _FLAG_SETS = (("-march=native",), ("-mcpu=native",), ())  # the first the compiler takes
 
 _POINTER = ctypes.c_void_p
@@ -108,7 +109,8 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     if library.softseg_max_channels() != MAX_CHANNELS:
         return None, f"{target} was built for {library.softseg_max_channels()} classes, not {MAX_CHANNELS}"
     library.softseg_forward.argtypes = [_POINTER] * 4 + [_INT64] * 5 + [_INT] * 5 + [_POINTER] * 8
-    library.softseg_backward.argtypes = [_POINTER] * 4 + [_INT64] * 5 + [_INT] * 4 + [_POINTER] * 6
+    library.softseg_finish.argtypes = [_POINTER] * 3 + [_INT64] * 2 + [_INT] + [_POINTER] * 6
+    library.softseg_backward.argtypes = [_POINTER] * 4 + [_INT64] * 5 + [_INT] * 4 + [_POINTER] * 7
     return library, ""
 
 
@@ -184,8 +186,12 @@ def _prepared(logits, labels, dense, weight):
     return logits.contiguous(), labels, dense, weight
 
 
-def _chunks(pixels: int) -> list[tuple[int, int]]:
-    return [(start, min(start + CHUNK_PIXELS, pixels)) for start in range(0, pixels, CHUNK_PIXELS)]
+def _parts(pixels: int) -> list[tuple[int, int]]:
+    """The threads' pixel ranges: whole chunks of CHUNK_PIXELS, as evenly as they split over torch's threads."""
+    chunks = -(-pixels // CHUNK_PIXELS) if pixels else 0
+    count = max(1, min(torch.get_num_threads(), chunks))
+    bounds = [min(pixels, round(k * chunks / count) * CHUNK_PIXELS) for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def native_statistics(
@@ -224,32 +230,30 @@ def native_statistics(
     shift = logits.new_empty(batch, 1, pixels) if softmax else logits.new_zeros(0)
     inverse = logits.new_empty(batch, 1, pixels) if softmax else logits.new_zeros(0)
     flags = (int(softmax), int(norm == 2), int(with_ce), 0 if weight is None else 1 + (weight.shape[1] > 1), int(with_range))
+    parts = _parts(pixels)
+    # One buffer per kind for every thread's part (a few host operations per call: at W3's size each costs
+    # about as much as a percent of the step), summed in double by softseg_finish into the outputs.
+    sums = torch.zeros(len(parts), 4, batch, channels, dtype=torch.float64)
+    maxima = torch.zeros(len(parts), batch, channels)
+    ranges = torch.tensor([[math.inf, -math.inf]]).expand(len(parts), 2).contiguous()
 
-    def run(chunks):
-        sums = torch.zeros(4, batch, channels, dtype=torch.float64)
-        target_max = torch.zeros(batch, channels)
-        target_range = torch.tensor([float("inf"), -float("inf")])
+    def run(part):
+        (index,) = part
+        start, stop = parts[index]
         library.softseg_forward(
-            _pointer(logits), _pointer(labels), _pointer(dense), _pointer(weight), batch, channels, pixels,
-            chunks[0][0], chunks[-1][1], *flags, *(_pointer(s) for s in sums), _pointer(target_max),
-            _pointer(target_range), _pointer(shift) if softmax else None, _pointer(inverse) if softmax else None,
+            _pointer(logits), _pointer(labels), _pointer(dense), _pointer(weight), batch, channels, pixels, start,
+            stop, *flags, *(_pointer(s) for s in sums[index]), _pointer(maxima[index]), _pointer(ranges[index]),
+            _pointer(shift) if softmax else None, _pointer(inverse) if softmax else None,
         )
-        return sums, target_max, target_range
 
-    parts = _run_blocks(logits.device, _chunks(pixels), run)
-    sums = sum(part[0] for part in parts)
-    tp, pred, target_mass, ce = sums
-    if labels is not None:
-        target_max = (target_mass > 0).to(torch.float32)
-    else:
-        target_max = torch.stack([part[1] for part in parts]).amax(0)
-    target_range = logits.new_zeros(0)
-    if with_range:
-        ranges = torch.stack([part[2] for part in parts])
-        target_range = torch.stack([ranges[:, 0].amin(), ranges[:, 1].amax()])
-    outputs = (tp, pred - tp, target_mass - tp)
-    tp, fp, fn = (value.to(torch.float32) for value in outputs)
-    return tp, fp, fn, target_max, ce.to(torch.float32), target_range, shift, inverse
+    _run_blocks(logits.device, list(range(len(parts))), run)
+    tp, fp, fn, target_max, ce = (logits.new_empty(batch, channels) for _ in range(5))
+    target_range = logits.new_empty(2 if with_range else 0)
+    library.softseg_finish(
+        _pointer(sums), _pointer(maxima), _pointer(ranges), len(parts), batch * channels, int(labels is not None),
+        *(_pointer(t) for t in (tp, fp, fn, target_max, ce)), _pointer(target_range) if with_range else None,
+    )
+    return tp, fp, fn, target_max, ce, target_range, shift, inverse
 
 
 def native_gradient(
@@ -279,18 +283,18 @@ def native_gradient(
     logits, labels, dense, weight = _prepared(logits, labels, dense, weight)
     batch, channels, pixels = logits.shape
     softmax = activation == "softmax"
-    coef_a = grad_fp.to(torch.float32).contiguous()
-    coef_b = (grad_tp - grad_fp - grad_fn).to(torch.float32).contiguous()
-    coef_g = grad_ce.to(torch.float32).contiguous()
+    grads = [g.to(torch.float32).contiguous() for g in (grad_tp, grad_fp, grad_fn, grad_ce)]  # (no-ops as a rule)
     grad = torch.empty_like(logits)
     flags = (int(softmax), int(norm == 2), int(with_ce), 0 if weight is None else 1 + (weight.shape[1] > 1))
+    parts = _parts(pixels)
 
-    def run(chunks):
+    def run(part):
+        start, stop = parts[part[0]]
         library.softseg_backward(
-            _pointer(logits), _pointer(labels), _pointer(dense), _pointer(weight), batch, channels, pixels,
-            chunks[0][0], chunks[-1][1], *flags, _pointer(coef_a), _pointer(coef_b), _pointer(coef_g),
-            _pointer(shift) if softmax else None, _pointer(inverse) if softmax else None, _pointer(grad),
+            _pointer(logits), _pointer(labels), _pointer(dense), _pointer(weight), batch, channels, pixels, start,
+            stop, *flags, *(_pointer(g) for g in grads), _pointer(shift) if softmax else None,
+            _pointer(inverse) if softmax else None, _pointer(grad),
         )
 
-    _run_blocks(logits.device, _chunks(pixels), run)
+    _run_blocks(logits.device, list(range(len(parts))), run)
     return grad

@@ -297,6 +297,7 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
     vf z[MAXC], x[MAXC];
     vf acc_tp[MAXC], acc_pred[MAXC], acc_y[MAXC], acc_ce[MAXC], acc_max[MAXC], acc_min[MAXC];
     vf low = splat(INFINITY), high = splat(-INFINITY);
+    vi label_low = splati(INT32_MAX), label_high = splati(INT32_MIN);
     // A dense target's range (its counted entries only: excluded ones are never read) is a min beside the max
     // the sums keep anyway, and a NaN shows in the target's sum: no NaN-aware min and max of every value.
     constexpr bool RANGE_FROM_SUMS = RANGE && !INDEX;
@@ -322,10 +323,12 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
                 const Step& step = pixels.step;
                 vf shift, inverse;
                 activate<SOFTMAX>(C, z, x, &shift, &inverse);
-                if (RANGE && INDEX) {  // the labels' range (ignored pixels hold 0, a valid class)
-                    vf value = __builtin_convertvector(pixels.labels, vf);
-                    low = select(step.valid, vmin(low, value), low);
-                    high = select(step.valid, vmax(high, value), high);
+                if (RANGE && INDEX) {  // the labels' range, in integers (ignored pixels hold 0, a valid class)
+                    vi labels = pixels.labels;
+                    vi for_low = pixels.full ? labels : (step.valid ? labels : label_low);
+                    vi for_high = pixels.full ? labels : (step.valid ? labels : label_high);
+                    label_low = for_low < label_low ? for_low : label_low;
+                    label_high = for_high > label_high ? for_high : label_high;
                 }
                 vf log_total = splat(0);
                 if (SOFTMAX) {
@@ -376,6 +379,10 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
             }
     }
     if (target_nan) low = splat(NAN);
+    if (RANGE && INDEX) {
+        low = __builtin_convertvector(label_low, vf);
+        high = __builtin_convertvector(label_high, vf);
+    }
     if (RANGE) {
         float l = -max_lanes(-low), h = max_lanes(high);
         out.range[0] = (l != l || l < out.range[0]) ? l : out.range[0];
@@ -383,8 +390,8 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
     }
 }
 
-struct Coefficients {  // (B, C) each: A = dL/dfp, B = dL/dtp - dL/dfp - dL/dfn, G = dL/dce
-    const float *a, *b, *g;
+struct Coefficients {  // (B, C) each: the gradients of tp, fp, fn and ce
+    const float *grad_tp, *grad_fp, *grad_fn, *grad_ce;
     const float *shift, *inverse;
 };
 
@@ -395,7 +402,13 @@ void backward(const Problem& p, int64_t n0, int64_t n1, Coefficients k, float* g
     float logits_tile[TILE_FLOATS], dense_tile[TILE_FLOATS], grad_tile[TILE_FLOATS];
     Tile tile{0, Tile::width_for(C), nullptr, nullptr, grad_tile};
     for (int64_t b = 0; b < p.batch; ++b) {
-        const float *a = k.a + b * C, *bb = k.b + b * C, *gg = k.g + b * C;
+        // A = dL/dfp, B = dL/dtp - dL/dfp - dL/dfn, G = dL/dce of image b
+        float a[MAXC], bb[MAXC], gg[MAXC];
+        for (int64_t c = 0; c < C; ++c) {
+            a[c] = k.grad_fp[b * C + c];
+            bb[c] = k.grad_tp[b * C + c] - k.grad_fp[b * C + c] - k.grad_fn[b * C + c];
+            gg[c] = CE ? k.grad_ce[b * C + c] : 0.0f;
+        }
         for (int64_t start = n0; start < n1; start += tile.width) {
             const int64_t end = start + tile.width < n1 ? start + tile.width : n1;
             tile.fill(p, b, start, end - start, logits_tile, dense_tile);
@@ -484,7 +497,8 @@ extern "C" {
 
 int softseg_max_channels() { return MAXC; }
 
-// weight_kind: 0 none, 1 (B, 1, N), 2 (B, C, N). Outputs are added into (zero-initialised by the caller).
+// weight_kind: 0 none, 1 (B, 1, N), 2 (B, C, N). Sums are added into one part of the caller's per-thread
+// arrays (zero-initialised); softseg_finish turns the parts into the outputs.
 void softseg_forward(const float* logits, const int64_t* labels, const float* dense, const uint8_t* weight,
                      int64_t batch, int64_t channels, int64_t pixels, int64_t n0, int64_t n1, int softmax, int norm2,
                      int with_ce, int weight_kind, int with_range, double* tp, double* pred, double* ymass,
@@ -495,12 +509,47 @@ void softseg_forward(const float* logits, const int64_t* labels, const float* de
                      with_range != 0);
 }
 
+// The threads' parts (parts x 4 x entries doubles: tp, prediction mass, target mass, ce; parts x entries target
+// maxima; parts x 2 ranges) summed in double into the float32 outputs tp, fp = pred - tp, fn = ymass - tp,
+// target_max (labels: ymass > 0) and ce, and the range (min, max) when `range` is not null.
+void softseg_finish(const double* sums, const float* ymax, const float* ranges, int64_t parts, int64_t entries,
+                    int index, float* tp, float* fp, float* fn, float* target_max, float* ce, float* range) {
+    for (int64_t e = 0; e < entries; ++e) {
+        double t = 0, pred = 0, mass = 0, c = 0;
+        float m = 0;
+        for (int64_t k = 0; k < parts; ++k) {
+            const double* part = sums + k * 4 * entries;
+            t += part[e];
+            pred += part[entries + e];
+            mass += part[2 * entries + e];
+            c += part[3 * entries + e];
+            float v = ymax[k * entries + e];
+            m = (v != v || v > m) ? v : m;
+        }
+        tp[e] = static_cast<float>(t);
+        fp[e] = static_cast<float>(pred - t);
+        fn[e] = static_cast<float>(mass - t);
+        target_max[e] = index ? (mass > 0 ? 1.0f : 0.0f) : m;
+        ce[e] = static_cast<float>(c);
+    }
+    if (range) {
+        float low = INFINITY, high = -INFINITY;
+        for (int64_t k = 0; k < parts; ++k) {
+            float l = ranges[2 * k], h = ranges[2 * k + 1];
+            low = (l != l || l < low) ? l : low;
+            high = (h != h || h > high) ? h : high;
+        }
+        range[0] = low;
+        range[1] = high;
+    }
+}
+
 void softseg_backward(const float* logits, const int64_t* labels, const float* dense, const uint8_t* weight,
                       int64_t batch, int64_t channels, int64_t pixels, int64_t n0, int64_t n1, int softmax, int norm2,
-                      int with_ce, int weight_kind, const float* a, const float* b, const float* g,
-                      const float* shift, const float* inverse, float* grad) {
+                      int with_ce, int weight_kind, const float* grad_tp, const float* grad_fp, const float* grad_fn,
+                      const float* grad_ce, const float* shift, const float* inverse, float* grad) {
     Problem p{logits, labels, dense, weight, batch, channels, pixels};
-    Coefficients k{a, b, g, shift, inverse};
+    Coefficients k{grad_tp, grad_fp, grad_fn, grad_ce, shift, inverse};
     SOFTSEG_DISPATCH(backward, softmax, labels != nullptr, norm2, with_ce, weight_kind, p, n0, n1, k, grad);
 }
 
