@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's recorded real-data run: `softseg compare` on CHASE_DB1 as its official archive lays it out
 # (3 folds, the four default configurations, 1200 steps of 8 crops of 64 x 64 at half resolution), then
-# copies its tables and wall time into README.md ("Real data: CHASE_DB1"). Expected: about 20 minutes on
-# two otherwise idle CPU cores (measured: 162 s of single-thread CPU time per run, 12 runs). Run it on an
+# copies its tables and wall time into README.md ("Real data: CHASE_DB1"). Recorded: 26 min 38 s on
+# two otherwise idle CPU cores (12 runs of 112-163 s). Run it on an
 # idle machine: the figures are deterministic from the seed, the time is not.
 # Usage: bash scripts/record_chase.sh [CHASEDB1 folder]   (default: ../shared/data/chase_db1-original/CHASEDB1)
 # Environment: SOFTSEG (the softseg command; default .venv/bin/softseg, after scripts/setup.sh).

@@ -48,12 +48,34 @@ def test_help_imports_no_subcommand_and_no_compiler():
             main(["--help"])
         except SystemExit as exit:
             assert exit.code == 0
-        heavy = ("softseg.cli.", "softseg.metrics", "softseg.labels", "matplotlib", "rich", "torch._dynamo",
-                 "triton", "torchmetrics", "scipy")
+        heavy = ("softseg.cli.", "softseg.metrics", "softseg.labels", "softseg.losses", "matplotlib", "rich",
+                 "torch", "triton", "torchmetrics", "scipy", "numpy")
         print(sorted(name for name in sys.modules if name.startswith(heavy)))
     """)
     assert done.returncode == 0, done.stderr
+    # Not even torch: `softseg --help` answers at once (softseg's own names are loaded on first use).
     assert done.stdout.splitlines()[-1] == "['softseg.cli.common']"
+
+
+def test_import_softseg_loads_names_on_first_use():
+    done = _python("""
+        import sys
+        import softseg
+        print("torch" in sys.modules)
+        from softseg import *
+        assert set(softseg.__all__) <= set(dir(softseg)) and "metrics" in dir(softseg)
+        assert DiceLoss is softseg.DiceLoss and callable(tversky_loss)  # the star import gave the names
+        assert softseg.DiceLoss is sys.modules["softseg.losses"].DiceLoss
+        assert softseg.schedules.linear is sys.modules["softseg.schedules"].linear
+        assert "dice_loss" in vars(softseg)  # cached: later accesses are plain attributes
+        print(sorted(name for name in sys.modules if name.startswith(("torchmetrics", "scipy", "torch._dynamo"))))
+        try:
+            softseg.dice_los
+        except AttributeError as error:
+            print(error)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False", "[]", "module 'softseg' has no attribute 'dice_los'"]
 
 
 # The command as `pip install softseg` leaves it: the cli extra's libraries (matplotlib, Pillow, nibabel)

@@ -15,72 +15,89 @@ The layers, bottom to top:
 - :mod:`softseg.distributed`: statistics summed over the process group for data-parallel training.
 """
 
-import importlib
+from __future__ import annotations
 
-from softseg._checks import set_value_checks, value_checks_enabled
-from softseg.activation import activate
-from softseg.aggregation import aggregate
-from softseg import schedules  # softseg.schedules.linear(...) for CompoundLoss weights; not in __all__ (a module)
-from softseg.losses import (
-    CompoundLoss,
-    DeepSupervisionLoss,
-    DiceCELoss,
-    DiceLoss,
-    FocalLoss,
-    GeneralizedDiceLoss,
-    JaccardLoss,
-    MCCLoss,
-    RegionCELoss,
-    TverskyLoss,
-    dice_ce_loss,
-    dice_loss,
-    focal_loss,
-    generalized_dice_loss,
-    jaccard_loss,
-    mcc_loss,
-    region_ce_loss,
-    tversky_loss,
-)
-from softseg.dispatch import logit_statistics
-from softseg.scores import tversky_index
-from softseg.statistics import RegionStatistics, region_statistics
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-# Loaded on first use, so that `import softseg` for a loss does not import torchmetrics or scipy.
-_SUBPACKAGES = ("compat", "distributed", "labels", "metrics")
+# Every public name is loaded on first use (PEP 562), so that `softseg --help` and `import softseg` for a
+# single loss do not pay for torch, torchmetrics or scipy before they are needed. Once loaded, a name is a
+# plain module attribute (no `__getattr__` call per access, nothing for torch.compile to trace).
+_EXPORTS = {
+    "set_value_checks": "softseg._checks",  # the switch for the host-syncing value checks
+    "value_checks_enabled": "softseg._checks",
+    "activate": "softseg.activation",
+    "aggregate": "softseg.aggregation",
+    "CompoundLoss": "softseg.losses",
+    "DeepSupervisionLoss": "softseg.losses",
+    "DiceCELoss": "softseg.losses",
+    "DiceLoss": "softseg.losses",
+    "FocalLoss": "softseg.losses",
+    "GeneralizedDiceLoss": "softseg.losses",
+    "JaccardLoss": "softseg.losses",
+    "MCCLoss": "softseg.losses",
+    "RegionCELoss": "softseg.losses",
+    "TverskyLoss": "softseg.losses",
+    "dice_ce_loss": "softseg.losses",
+    "dice_loss": "softseg.losses",
+    "focal_loss": "softseg.losses",
+    "generalized_dice_loss": "softseg.losses",
+    "jaccard_loss": "softseg.losses",
+    "mcc_loss": "softseg.losses",
+    "region_ce_loss": "softseg.losses",
+    "tversky_loss": "softseg.losses",
+    "logit_statistics": "softseg.dispatch",
+    "tversky_index": "softseg.scores",
+    "RegionStatistics": "softseg.statistics",
+    "region_statistics": "softseg.statistics",
+}
+# Submodules reachable as attributes (`softseg.metrics.DiceScore`); not in __all__ (modules).
+_SUBMODULES = ("compat", "distributed", "labels", "metrics", "schedules")
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names come from __getattr__
+    from softseg import compat, distributed, labels, metrics, schedules
+    from softseg._checks import set_value_checks, value_checks_enabled
+    from softseg.activation import activate
+    from softseg.aggregation import aggregate
+    from softseg.dispatch import logit_statistics
+    from softseg.losses import (
+        CompoundLoss,
+        DeepSupervisionLoss,
+        DiceCELoss,
+        DiceLoss,
+        FocalLoss,
+        GeneralizedDiceLoss,
+        JaccardLoss,
+        MCCLoss,
+        RegionCELoss,
+        TverskyLoss,
+        dice_ce_loss,
+        dice_loss,
+        focal_loss,
+        generalized_dice_loss,
+        jaccard_loss,
+        mcc_loss,
+        region_ce_loss,
+        tversky_loss,
+    )
+    from softseg.scores import tversky_index
+    from softseg.statistics import RegionStatistics, region_statistics
 
 
 def __getattr__(name: str):
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f"softseg.{name}")
-    raise AttributeError(f"module 'softseg' has no attribute {name!r}")
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"softseg.{name}")
+    else:
+        raise AttributeError(f"module 'softseg' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-__all__ = [
-    "CompoundLoss",
-    "DeepSupervisionLoss",
-    "DiceCELoss",
-    "DiceLoss",
-    "FocalLoss",
-    "GeneralizedDiceLoss",
-    "JaccardLoss",
-    "MCCLoss",
-    "RegionCELoss",
-    "RegionStatistics",
-    "TverskyLoss",
-    "activate",
-    "aggregate",
-    "dice_ce_loss",
-    "dice_loss",
-    "focal_loss",
-    "generalized_dice_loss",
-    "jaccard_loss",
-    "mcc_loss",
-    "logit_statistics",
-    "region_ce_loss",
-    "region_statistics",
-    "tversky_index",
-    "tversky_loss",
-    "set_value_checks",
-    "value_checks_enabled",
-]  # the last two: the switch for the host-syncing value checks
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))

@@ -58,6 +58,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from softseg._peers import import_without_package_init
+
 MONAI_REQUIREMENT = "monai>=1.6,<1.7"
 # Each peer: the module its rows import, and how a user gets it. Only MONAI is ever installed for the user
 # (--install-peers): smp brings torchvision, whose build must match the installed torch.
@@ -220,7 +222,8 @@ def _loss_function(
             return lambda z, y: loss(z, y.unsqueeze(1))
         return loss
     if implementation == "smp":
-        smp_losses = importlib.import_module("segmentation_models_pytorch.losses")
+        # smp's top level imports torchvision (its models), which need not load beside this torch.
+        smp_losses = import_without_package_init("segmentation_models_pytorch", "losses")
         if workload.target == "dense" or workload.compound:
             raise NotImplementedError("smp's multiclass DiceLoss takes index targets only and has no Dice + CE")
         mode = "binary" if act == "sigmoid" else "multiclass"

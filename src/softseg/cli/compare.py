@@ -44,8 +44,9 @@ from softseg.cli.train import (
     train_run,
 )
 
-# The default takes about two minutes on two otherwise idle CPU cores (measured: 125 s, torch 2.13 CPU),
-# well inside the five-minute budget, and longer where other jobs share the cores; --quick takes seconds.
+# The default takes 2 to 5 minutes on two otherwise idle CPU cores (measured with torch 2.13 CPU: 125 s on
+# an AMD EPYC (Zen 5) VM, 281 s on an Intel Xeon VM), longer where other jobs share the cores; --quick
+# takes seconds.
 PRESETS = {
     "default": {
         "images": 240,

@@ -15,8 +15,10 @@ checkpoints, inference) is nnU-Net's. The loss mirrors what nnU-Net's ``_build_l
 
 nnU-Net compiles its Dice term where it compiles the network (CUDA by default, ``nnUNet_compile``). The
 Softseg trainers compile the network there too, but not the loss unless ``compile_loss = True``: softseg's
-loss is already fused (Triton kernels on CUDA), and those kernels under torch.compile are untested.
-With ``compile_loss = True`` the loss is compiled exactly where nnU-Net compiles its own.
+loss is already fused (Triton kernels on CUDA), so compiling it gains little, and the Triton kernels under
+torch.compile are tested on the CPU (Triton's interpreter) but have not yet run on a GPU. With
+``compile_loss = True`` the loss is compiled exactly where nnU-Net compiles its own (softseg's fused
+statistics are custom operators, so it compiles without graph breaks).
 
 What differs: softseg's region term (tp = sum min(p, y), correct for soft targets, equal to nnU-Net's
 on hard ones) and, by default, deep-supervision targets averaged from the full-resolution target on the
