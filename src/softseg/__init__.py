@@ -15,8 +15,6 @@ The layers, bottom to top:
 - :mod:`softseg.distributed`: statistics summed over the process group for data-parallel training.
 """
 
-from __future__ import annotations
-
 import importlib
 from typing import TYPE_CHECKING
 
