@@ -228,6 +228,24 @@ def check_ignore_index(ignore_index: object) -> int | None:
     return ignore_index
 
 
+def not_ignored(labels: Tensor, ignore_index: int) -> Tensor:
+    """Bool of ``labels``' shape: True where a label is not ``ignore_index``, compared as numbers.
+
+    ``labels != ignore_index`` casts the int to the labels' dtype first, so uint8 labels equal -100 at 156 and
+    int32 labels equal 2**32 at 0: an ``ignore_index`` that no label of the dtype can hold ignores nothing.
+    """
+    if labels.dtype == torch.bool:
+        representable = ignore_index in (0, 1)
+    elif labels.dtype.is_floating_point or labels.dtype.is_complex:
+        representable = True
+    else:
+        info = torch.iinfo(labels.dtype)
+        representable = info.min <= ignore_index <= info.max
+    if representable:
+        return labels != ignore_index
+    return torch.ones_like(labels, dtype=torch.bool)
+
+
 def check_tensor(name: str, value: object) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")

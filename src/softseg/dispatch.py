@@ -31,6 +31,7 @@ from softseg._checks import (
     check_labels,
     check_unit_interval,
     check_unit_interval_bounds,
+    not_ignored,
     value_checks_enabled,
 )
 from softseg.activation import activate
@@ -327,7 +328,7 @@ def _index_labels(
     batch = target.shape[0]
     pixels = math.prod(target.shape[1:])
     labels = target.reshape(batch, pixels).long()
-    valid = None if ignore_index is None else labels != ignore_index
+    valid = None if ignore_index is None else not_ignored(labels, ignore_index)
     if mask is not None:
         pixel_mask = mask.reshape(batch, pixels)  # one channel: _fused_path_applies ruled out the rest
         valid = pixel_mask if valid is None else valid & pixel_mask
@@ -389,7 +390,8 @@ def _counted_entries(
     keep = mask
     if kind == "index" and ignore_index is not None:
         labels = target.reshape(input.shape[:1] + (1,) + input.shape[2:])
-        keep = labels != ignore_index if keep is None else keep & (labels != ignore_index)
+        kept = not_ignored(labels, ignore_index)
+        keep = kept if keep is None else keep & kept
     return keep
 
 
@@ -427,7 +429,7 @@ def _reference_cross_entropy(
         return terms.reshape(batch, channels, pixels).sum(-1, dtype=acc)
 
     labels = target.reshape(batch, pixels).long()
-    valid = None if ignore_index is None else labels != ignore_index
+    valid = None if ignore_index is None else not_ignored(labels, ignore_index)
     if mask is not None:
         pixel_mask = mask.reshape(batch, mask.shape[1], pixels)
         if pixel_mask.shape[1] == 1:

@@ -17,6 +17,7 @@ from softseg._checks import (
     check_labels,
     check_mask,
     check_unit_interval,
+    not_ignored,
     target_kind,
 )
 
@@ -178,7 +179,7 @@ def _index_statistics(
     flat = probs.reshape(batch, channels, pixels)
     valid = None
     if ignore_index is not None:
-        valid = labels != ignore_index
+        valid = not_ignored(labels, ignore_index)
     if mask is not None:
         # A per-class mask makes the counted pixels differ between classes: reduce it per pixel only
         # when it has one channel; otherwise it is applied per class below.
@@ -251,7 +252,7 @@ def counted_pixels(
     pixels = math.prod(input.shape[2:])  # explicit: reshape(0, -1) is ambiguous for an empty batch
     counted = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
     if kind == "index" and ignore_index is not None:
-        valid = target.reshape(batch, 1, pixels) != ignore_index
+        valid = not_ignored(target.reshape(batch, 1, pixels), ignore_index)
         counted = valid if counted is None else counted & valid
     if counted is None:
         return torch.full((batch, 1), float(pixels), dtype=acc, device=input.device)

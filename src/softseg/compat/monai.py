@@ -79,6 +79,7 @@ from softseg._checks import (
     check_number_sequence,
     check_tensor,
     check_weight_values,
+    not_ignored,
 )
 from softseg.compat._arguments import (
     ShapeMismatchError,
@@ -287,7 +288,7 @@ def _dense_target(input: Tensor, target: Tensor, hint: str) -> Tensor:
 def _ignore_keep(target: Tensor, ignore_index: int, channels: int) -> Tensor:
     """MONAI's create_ignore_mask: label != ignore_index (one channel); else the class or a sentinel."""
     if target.shape[1] == 1:
-        return (target != ignore_index).to(target.dtype)
+        return not_ignored(target, ignore_index).to(target.dtype)
     if 0 <= ignore_index < channels:
         return 1.0 - target[:, ignore_index : ignore_index + 1]
     return (target.sum(1, keepdim=True) > 0).to(target.dtype)
@@ -302,7 +303,7 @@ def _prepare_target(input: Tensor, target: object, *, to_onehot_y: bool, ignore_
         _warn_single_channel("to_onehot_y=True")
     if to_onehot_y and channels > 1:
         labels = _index_labels(input, target)
-        valid = None if ignore_index is None else labels != ignore_index
+        valid = None if ignore_index is None else not_ignored(labels, ignore_index)
         check_labels(labels, channels, valid, ignore_index)
         return _Target(labels, None, None if valid is None else valid.to(torch.float32))
     hint = "; pass to_onehot_y=True for class indices" if channels > 1 else ""

@@ -56,6 +56,7 @@ from softseg._checks import (
     check_tensor,
     check_unit_interval,
     check_weight_values,
+    not_ignored,
 )
 from softseg.compat._arguments import (
     ShapeMismatchError,
@@ -275,13 +276,13 @@ class DiceLoss(nn.Module):
                 _check_no_ignore_index(self.ignore_index)
                 return region_statistics(self._probabilities(flat), y_true.reshape(flat.shape))
             labels = _multiclass_labels(y_pred, y_true).reshape(batch, flat.shape[2])
-            ignored = None if self.ignore_index is None else (labels == self.ignore_index).unsqueeze(1)
+            ignored = None if self.ignore_index is None else (~not_ignored(labels, self.ignore_index)).unsqueeze(1)
             probs = self._probabilities(exclude(flat, ignored))
             return region_statistics(probs, labels, ignore_index=self.ignore_index)
         channels = 1 if self.mode == BINARY_MODE else y_pred.shape[1]
         flat = y_pred.reshape(batch, channels, math.prod(y_pred.shape[1:]) // channels)
         target = y_true.reshape(flat.shape)
-        kept = None if self.ignore_index is None else target != self.ignore_index
+        kept = None if self.ignore_index is None else not_ignored(target, self.ignore_index)
         ignored = None if kept is None else ~kept
         probs = self._probabilities(exclude(flat, ignored))
         # The ignore label itself is no target value: selected out before the engine's [0, 1] check.
@@ -523,7 +524,7 @@ class FocalLoss(nn.Module):
         if self.mode == BINARY_MODE:
             logits, target = y_pred.reshape(-1), y_true.reshape(-1)
             if self.ignore_index is not None:
-                kept = target != self.ignore_index
+                kept = not_ignored(target, self.ignore_index)
                 logits, target = logits[kept], target[kept]
             target = target.to(acc)
             check_unit_interval("y_true", target)
@@ -540,7 +541,7 @@ class FocalLoss(nn.Module):
             check_unit_interval("y_true", target)
         elif self.mode == MULTICLASS_MODE:
             labels = _multiclass_labels(y_pred, y_true)
-            kept = None if self.ignore_index is None else labels != self.ignore_index
+            kept = None if self.ignore_index is None else not_ignored(labels, self.ignore_index)
             check_labels(labels, channels, kept, self.ignore_index)
             if kept is not None:
                 per_class, labels = per_class[:, kept], labels[kept]  # (C, K): smp selects the kept pixels
@@ -550,7 +551,7 @@ class FocalLoss(nn.Module):
             target = y_true.movedim(1, 0)
             if self.ignore_index is not None:
                 # smp fails here (a (B, C, ...) mask indexing (B, ...) tensors); elements leave their class.
-                ignored = target == self.ignore_index
+                ignored = ~not_ignored(target, self.ignore_index)
                 counted = (~ignored).flatten(1).sum(1, dtype=acc)
                 per_class, target = exclude(per_class, ignored), exclude(target, ignored)
             target = target.to(acc)
@@ -627,7 +628,7 @@ class SoftBCEWithLogitsLoss(nn.Module):
             raise ShapeMismatchError(f"y_true must have y_pred's shape {tuple(y_pred.shape)}; got {tuple(y_true.shape)}")
         if y_true.is_complex():
             raise TypeError(f"y_true must be real; got dtype {y_true.dtype}")
-        ignored = None if self.ignore_index is None else y_true == self.ignore_index
+        ignored = None if self.ignore_index is None else ~not_ignored(y_true, self.ignore_index)
         # The ignore label itself is no target value, and an ignored logit may be anything: both selected out.
         target = exclude(y_true.to(y_pred.dtype), ignored)
         check_unit_interval("y_true", target)
@@ -712,7 +713,7 @@ class SoftCrossEntropyLoss(nn.Module):
                     f"y_true must have shape {tuple(expected)} or without dim {dim}; got {tuple(y_true.shape)}"
                 )
             labels = labels.long()
-            ignored = None if self.ignore_index is None else labels == self.ignore_index
+            ignored = None if self.ignore_index is None else ~not_ignored(labels, self.ignore_index)
             check_labels(labels, y_pred.shape[dim], None if ignored is None else ~ignored, self.ignore_index)
             # Ignored pixels are selected out of the logits: a NaN there stays out of value and gradient.
             log_probs = F.log_softmax(exclude(y_pred, ignored), dim=dim)

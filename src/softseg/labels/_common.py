@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from softseg._checks import check_labels, check_number, check_tensor
+from softseg._checks import check_labels, check_number, check_tensor, not_ignored
 
 
 def is_integer_dtype(tensor: Tensor) -> bool:
@@ -43,7 +43,7 @@ def check_index_map(
         raise ValueError(
             f"{name} must have shape {expected} with at least one spatial dimension; got shape {tuple(labels.shape)}"
         )
-    valid = None if ignore_index is None else labels != ignore_index
+    valid = None if ignore_index is None else not_ignored(labels, ignore_index)
     try:
         check_labels(labels, num_classes, valid, ignore_index)
     except ValueError as error:  # name the argument, not "target"

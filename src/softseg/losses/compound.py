@@ -22,6 +22,7 @@ from softseg._checks import (
     check_mask,
     check_number,
     explain_unexpected_keywords,
+    not_ignored,
     target_kind,
 )
 from softseg.activation import Activation
@@ -396,7 +397,7 @@ def _counted_ce_terms(
             )
     counted = None if mask is None else mask.reshape(batch, mask.shape[1], pixels)
     if kind == "index" and ignore_index is not None:
-        valid = (target.reshape(batch, 1, pixels) != ignore_index)
+        valid = not_ignored(target.reshape(batch, 1, pixels), ignore_index)
         counted = valid if counted is None else counted & valid
     if counted is None:  # a fill on the device, not a copy from the host (CUDA graphs capture it)
         return torch.full((), batch * pixels * (channels if per_class else 1), dtype=torch.float32, device=input.device)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from softseg._checks import check_choice, check_ignore_index, check_number, check_tensor
+from softseg._checks import check_choice, check_ignore_index, check_number, check_tensor, not_ignored
 
 WEIGHT_MODES = ("nnunet", "exp", "same", "two")
 TARGET_DOWNSAMPLING = ("area", "nearest")
@@ -119,7 +119,7 @@ def scale_target(
         scaled = scaled[:, 0].to(labels.dtype) if index else scaled
     if not index or ignore_index is None:
         return scaled, None
-    counted = scaled != ignore_index
+    counted = not_ignored(scaled, ignore_index)
     return scaled.masked_fill(~counted, 0), counted
 
 

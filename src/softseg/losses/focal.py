@@ -51,6 +51,7 @@ from softseg._checks import (
     check_unit_interval,
     check_weight,
     explain_unexpected_keywords,
+    not_ignored,
     target_kind,
 )
 from softseg.losses._module import FunctionalLoss, init_options
@@ -276,8 +277,9 @@ def focal_loss(
 
     counted = mask  # None or (B, 1 | C, *spatial), True = counts
     if kind == "index":
-        labels = target.reshape(input.shape[:1] + input.shape[2:]).unsqueeze(1)  # (B, 1, *spatial)
-        checked = None if ignore_index is None else labels != ignore_index
+        # (B, 1, *spatial) int64: gather takes int64 indices (uint8 label maps are common)
+        labels = target.reshape(input.shape[:1] + input.shape[2:]).unsqueeze(1).long()
+        checked = None if ignore_index is None else not_ignored(labels, ignore_index)
         if mask is not None and mask.shape[1] == 1:
             checked = mask if checked is None else checked & mask
         check_labels(labels, max(channels, 2), checked, ignore_index)

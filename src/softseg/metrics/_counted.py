@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from softseg._checks import TargetKind, check_ignore_index, check_input, check_mask, target_kind
+from softseg._checks import TargetKind, check_ignore_index, check_input, check_mask, not_ignored, target_kind
 from softseg.activation import activate
 
 
@@ -28,7 +28,7 @@ def counted_entries(
     counted = mask
     if ignore_index is not None and kind == "index":
         labels = target if target.ndim == input.ndim else target.unsqueeze(1)
-        kept = labels != ignore_index
+        kept = not_ignored(labels, ignore_index)
         counted = kept if counted is None else counted & kept
     return counted
 

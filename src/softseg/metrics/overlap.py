@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from softseg._checks import check_device, check_ignore_index, check_labels, check_tensor
+from softseg._checks import check_device, check_ignore_index, check_labels, check_tensor, not_ignored
 from softseg.aggregation import Aggregation
 from softseg.metrics._region import TverskyScoreMetric, check_score_options, keep_classes, score_statistics
 from softseg.statistics import RegionStatistics
@@ -88,7 +88,7 @@ def confusion_statistics(
     check_ignore_index(ignore_index)
     batch, pixels = preds.shape[0], math.prod(preds.shape[1:])  # explicit: reshape(0, -1) is ambiguous
     flat_preds, flat_target = preds.reshape(batch, pixels).long(), target.reshape(batch, pixels).long()
-    valid = None if ignore_index is None else flat_target != ignore_index
+    valid = None if ignore_index is None else not_ignored(flat_target, ignore_index)
     check_labels(flat_target, num_classes, valid, ignore_index)
     try:
         check_labels(flat_preds, num_classes, valid, None)
