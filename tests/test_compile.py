@@ -182,6 +182,26 @@ def test_inductor_equals_eager(loss):
     torch.testing.assert_close(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_uint8_labels_compile_fullgraph_and_equal_int64_eager(compiled_path, activation):
+    # PNG label maps arrive as uint8: the native kernels read them as they are (no int64 copy), compiled too.
+    logits, labels, ignored, _, _, _, binary = _problem(spatial=(7, 9), seed=4, dtype=torch.float32)
+    target = ignored if activation == "softmax" else binary
+    z = logits if activation == "softmax" else logits[:, :1].contiguous()
+
+    def loss(z, y):
+        return dice_ce_loss(z, y, activation=activation, ignore_index=255, aggregation="image")
+
+    results = []
+    for function, y in ((torch.compile(loss, backend="aot_eager", fullgraph=True), target.to(torch.uint8)), (loss, target)):
+        leaf = z.clone().requires_grad_()
+        value = function(leaf, y)
+        value.backward()
+        results.append((value, leaf.grad))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-6, atol=1e-7)
+
+
 # ---------------------------------------------------------------- dynamic shapes
 
 

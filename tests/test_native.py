@@ -239,3 +239,85 @@ def test_many_classes_and_narrow_tiles(channels, kind):
     torch.testing.assert_close(native.native_gradient(logits, labels, dense, weight, ours[6], ours[7], *grads, **options),
                                block_gradient(logits, labels, dense, weight, theirs[6], theirs[7], *grads, **options),
                                rtol=1e-5, atol=2e-6)
+
+
+LABEL_CASES = [case for case in CASES if case[1] != "dense"]
+
+
+@pytest.mark.parametrize(("activation", "kind", "norm", "with_ce", "weight_kind"), LABEL_CASES)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_labels_of_any_integer_dtype_give_the_int64_values(activation, kind, norm, with_ce, weight_kind, dtype):
+    # uint8 labels are read as bytes (int8, int16, int32 through an int64 copy): the same numbers, bit for bit,
+    # ragged tails included (203 pixels, chunks of 48).
+    logits, labels, dense, weight = _case(activation, kind, weight_kind, seed=9)
+    options = dict(activation=activation, norm=norm, with_ce=with_ce)
+    wide = native.native_statistics(logits, labels, None, weight, with_range=True, **options)
+    narrow = native.native_statistics(logits, labels.to(dtype), None, weight, with_range=True, **options)
+    for k, (a, b) in enumerate(zip(wide, narrow)):
+        assert torch.equal(a, b), f"output {k} differs"
+    grads = [torch.randn(logits.shape[:2], generator=torch.Generator().manual_seed(k)) for k in range(4)]
+    assert torch.equal(
+        native.native_gradient(logits, labels, None, weight, wide[6], wide[7], *grads, **options),
+        native.native_gradient(logits, labels.to(dtype), None, weight, narrow[6], narrow[7], *grads, **options),
+    )
+
+
+def test_uint8_labels_reach_the_kernels_without_an_int64_copy(monkeypatch):
+    import softseg.kernels.ops as ops
+
+    seen = []
+    original = ops.native_statistics
+    monkeypatch.setattr(ops, "native_statistics", lambda logits, labels, *a, **k: seen.append(labels.dtype) or original(logits, labels, *a, **k))
+    logits = torch.randn(2, 3, 5, 7, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 5, 7), generator=torch.Generator().manual_seed(10))
+    dice_ce_loss(logits, labels.to(torch.uint8), ignore_index=255).backward()
+    grad = logits.grad
+    logits.grad = None
+    dice_ce_loss(logits, labels, ignore_index=255).backward()
+    assert seen == [torch.uint8, torch.int64]
+    assert torch.equal(grad, logits.grad)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_labels_beyond_int32_are_named_and_never_wrap_into_a_class(activation):
+    # The kernels hold labels in int32 lanes: 2**32 + 1 must not become class 1 (nor -2**32 + 1 class 1).
+    logits = torch.randn(2, 3, 40, generator=torch.Generator().manual_seed(11))
+    labels = torch.randint(0, 3, (2, 40), generator=torch.Generator().manual_seed(12))
+    for bad in (2**32 + 1, -(2**32) + 1, 2**62):
+        wrapped = labels.clone()
+        wrapped[1, 17] = bad
+        with pytest.raises(ValueError, match=f"target holds class index {bad}; expected indices in"):
+            fused_statistics(logits, wrapped, activation=activation)
+        outputs = native.native_statistics(logits, wrapped, None, None, activation=activation, norm=1,
+                                           with_ce=False, with_range=True)
+        assert outputs[5][0].item() < 0 or outputs[5][1].item() > 2  # the range shows it (saturated)
+        if activation == "softmax":  # with the checks off it counts in no class, as an out-of-range label 3 would
+            outside = labels.clone()
+            outside[1, 17] = 3 if bad > 0 else -1
+            expected = native.native_statistics(logits, outside, None, None, activation=activation, norm=1,
+                                                with_ce=False, with_range=False)
+            got = native.native_statistics(logits, wrapped, None, None, activation=activation, norm=1,
+                                           with_ce=False, with_range=False)
+            for a, b in zip(got[:5], expected[:5]):
+                assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("activation", "kind", "norm", "with_ce", "weight_kind"), CASES[::5])
+def test_openmp_and_worker_threads_give_the_same_values(monkeypatch, activation, kind, norm, with_ce, weight_kind):
+    # Built with OpenMP the library runs the ranges on torch's threads; without, the Python workers call it once per
+    # range. The same ranges either way, so the same sums bit for bit.
+    logits, labels, dense, weight = _case(activation, kind, weight_kind, seed=13)
+    options = dict(activation=activation, norm=norm, with_ce=with_ce, with_range=kind != "index")
+    grads = [torch.randn(logits.shape[:2], generator=torch.Generator().manual_seed(k)) for k in range(4)]
+
+    def run():
+        outputs = native.native_statistics(logits, labels, dense, weight, **options)
+        gradient = native.native_gradient(logits, labels, dense, weight, outputs[6], outputs[7], *grads,
+                                          activation=activation, norm=norm, with_ce=with_ce)
+        return (*outputs, gradient)
+
+    first = run()
+    built_with_openmp = native._runs_on_openmp(native._library()[0])
+    monkeypatch.setattr(native, "_runs_on_openmp", lambda library: not built_with_openmp)
+    for k, (a, b) in enumerate(zip(first, run())):
+        assert torch.equal(a, b), f"output {k} differs"

@@ -198,8 +198,10 @@ def fused_statistics(
     # The CPU paths read the labels or the dense target anyway and return their range: the value check takes it
     # from there instead of a separate pass (W4: 4 bytes a pixel and class), eagerly and compiled alike.
     range_in_forward = value_checks_enabled() and path in ("native", "blocks")
+    # The native kernels read uint8, int32 and int64 labels as they are: no int64 copy (8 bytes a pixel, also what
+    # autograd keeps for the backward) of a uint8 label map.
     logits, labels, dense, weight = _flat_inputs(
-        input, target, kind, ignore_index=ignore_index, mask=mask, check=not range_in_forward
+        input, target, kind, ignore_index=ignore_index, mask=mask, check=not range_in_forward, int64=path != "native"
     )
     if path is None:
         tp, fp, fn, target_max, ce = CompiledStatistics.apply(
@@ -300,17 +302,27 @@ def _validated(
 
 
 def _flat_inputs(
-    input: Tensor, target: Tensor, kind: str, *, ignore_index: int | None, mask: Tensor | None, check: bool = True
+    input: Tensor,
+    target: Tensor,
+    kind: str,
+    *,
+    ignore_index: int | None,
+    mask: Tensor | None,
+    check: bool = True,
+    int64: bool = True,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """(B, C, N) logits, and the labels (B, N) or the dense target (B, C, N), and the pixel weight.
 
-    ``check=False`` leaves the index labels' range, or the dense target's [0, 1] check, to the caller.
+    ``check=False`` leaves the index labels' range, or the dense target's [0, 1] check, to the caller;
+    ``int64=False`` keeps the labels' integer dtype.
     """
     batch, channels = input.shape[:2]
     pixels = math.prod(input.shape[2:])
     logits = input.reshape(batch, channels, pixels)
     if kind == "index":
-        labels, weight = _index_labels(target, channels, ignore_index=ignore_index, mask=mask, check=check)
+        labels, weight = _index_labels(
+            target, channels, ignore_index=ignore_index, mask=mask, check=check, int64=int64
+        )
         return logits, labels, None, weight
     if check:
         check_unit_interval("target", counted_values(target, mask))  # excluded entries are never read
@@ -319,15 +331,23 @@ def _flat_inputs(
 
 
 def _index_labels(
-    target: Tensor, channels: int, *, ignore_index: int | None, mask: Tensor | None, check: bool = True
+    target: Tensor,
+    channels: int,
+    *,
+    ignore_index: int | None,
+    mask: Tensor | None,
+    check: bool = True,
+    int64: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
-    """Flat int64 labels (B, N) with ignored pixels set to 0, and the bool pixel weight (B, 1, N) or None.
+    """Flat labels (B, N) with ignored pixels set to 0, and the bool pixel weight (B, 1, N) or None.
 
+    The labels are int64 (gather and scatter take no other), or of the target's dtype with ``int64=False``.
     Raises ValueError for a counted label outside [0, max(C, 2)) unless ``check=False``.
     """
     batch = target.shape[0]
     pixels = math.prod(target.shape[1:])
-    labels = target.reshape(batch, pixels).long()
+    labels = target.reshape(batch, pixels)
+    labels = labels.long() if int64 else labels
     valid = None if ignore_index is None else not_ignored(labels, ignore_index)
     if mask is not None:
         pixel_mask = mask.reshape(batch, pixels)  # one channel: _fused_path_applies ruled out the rest

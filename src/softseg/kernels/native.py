@@ -6,9 +6,13 @@ gradient written once), 16 pixels per vector register with the classes in regist
 (:mod:`softseg.kernels.fused`) makes about 24 passes of block operations instead. Same formulas, same
 values to float32 rounding (sums in double per chunk of pixels), same handling of excluded pixels.
 
-The library is compiled once per source, compiler and CPU (``-O3 -march=native``, a few seconds) into
-``$SOFTSEG_CACHE_DIR`` (default ``~/.cache/softseg``) and loaded with :mod:`ctypes`, which releases the GIL, so
-the pixel ranges run on the block path's worker threads. Nothing of it is needed: without a C++ compiler
+The library is compiled once per source, compiler and CPU (``-O3 -march=native -fopenmp``, about half a minute)
+into ``$SOFTSEG_CACHE_DIR`` (default ``~/.cache/softseg``) and loaded with :mod:`ctypes`. Built with OpenMP it runs
+its pixel ranges on torch's own OpenMP threads (it links the ``libgomp.so.1`` that torch has loaded), the threads
+that compiled graphs' kernels use too: a second set of threads would compete with them while they spin after each
+parallel region (W3 under ``torch.compile``: 1.2x compiled BCE's time on worker threads, 0.9x on torch's). Without
+OpenMP the ranges run on the block path's worker threads (ctypes releases the GIL). Labels are read as uint8 or
+int64 as they come (other integer dtypes through an int64 copy). Nothing of it is needed: without a C++ compiler
 (``$CXX``, ``c++``, ``g++`` or ``clang++``), when the build fails, with ``SOFTSEG_NATIVE=0`` in the environment,
 and for what it does not cover (:func:`native_applies`) the torch block path runs, with the same values.
 """
@@ -34,7 +38,8 @@ ENVIRONMENT_SWITCH = "SOFTSEG_NATIVE"  # "0" turns the native kernels off
 CACHE_VARIABLE = "SOFTSEG_CACHE_DIR"
 MAX_CHANNELS = 128  # classes the kernels hold per vector step (MAXC in the source); more take the torch blocks
 CHUNK_PIXELS = 1024  # the unit of the threads' split of the pixels
-_FLAG_SETS = (("-march=native",), ("-mcpu=native",), ())  # the first the compiler takes
+# The first the compiler takes; OpenMP where it can (see softseg_openmp in the source), else without.
+_FLAG_SETS = tuple((*arch, *openmp) for openmp in (("-fopenmp",), ()) for arch in (("-march=native",), ("-mcpu=native",), ()))
 
 _POINTER = ctypes.c_void_p
 _INT64 = ctypes.c_int64
@@ -108,9 +113,12 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     library.softseg_max_channels.restype = _INT
     if library.softseg_max_channels() != MAX_CHANNELS:
         return None, f"{target} was built for {library.softseg_max_channels()} classes, not {MAX_CHANNELS}"
-    library.softseg_forward.argtypes = [_POINTER] * 4 + [_INT64] * 5 + [_INT] * 5 + [_POINTER] * 8
+    library.softseg_openmp.restype = _INT
+    # logits, labels and their width, dense, weight; batch, channels, pixels, parts; bounds; threads
+    inputs = [_POINTER, _POINTER, _INT, _POINTER, _POINTER] + [_INT64] * 4 + [_POINTER, _INT]
+    library.softseg_forward.argtypes = inputs + [_INT] * 5 + [_POINTER] * 5
     library.softseg_finish.argtypes = [_POINTER] * 3 + [_INT64] * 2 + [_INT] + [_POINTER] * 6
-    library.softseg_backward.argtypes = [_POINTER] * 4 + [_INT64] * 5 + [_INT] * 4 + [_POINTER] * 7
+    library.softseg_backward.argtypes = inputs + [_INT] * 4 + [_POINTER] * 7
     return library, ""
 
 
@@ -118,7 +126,7 @@ def native_available() -> bool:
     """Whether the native kernels run here: ``SOFTSEG_NATIVE`` is not ``"0"`` and the library builds and loads.
 
     Convention:
-        The first call builds the library (a few seconds, once per source, compiler and CPU, cached on
+        The first call builds the library (about half a minute, once per source, compiler and CPU, cached on
         disk); :func:`native_status` says why it is not available.
 
     Example:
@@ -178,20 +186,55 @@ def _pointer(tensor: Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
+LABEL_DTYPES = (torch.uint8, torch.int64)  # read as they are; other integer dtypes as int64
+
+
 def _prepared(logits, labels, dense, weight):
-    """The contiguous float32 logits and target, int64 labels and uint8 weight the kernels read."""
+    """The contiguous float32 logits and target, labels (uint8 or int64) and uint8 weight the kernels read."""
     dense = None if dense is None else dense.to(torch.float32).contiguous()
-    labels = None if labels is None else labels.contiguous()
+    if labels is not None:
+        labels = (labels if labels.dtype in LABEL_DTYPES else labels.long()).contiguous()
     weight = None if weight is None else weight.contiguous().view(torch.uint8)
     return logits.contiguous(), labels, dense, weight
 
 
-def _parts(pixels: int) -> list[tuple[int, int]]:
-    """The threads' pixel ranges: whole chunks of CHUNK_PIXELS, as evenly as they split over torch's threads."""
+def _label_arguments(labels: Tensor | None) -> tuple[int | None, int]:
+    """The labels' pointer and width in bytes (1: uint8, 8: int64), as the kernels take them."""
+    return (None, 8) if labels is None else (labels.data_ptr(), labels.element_size())
+
+
+def _part_bounds(pixels: int) -> list[int]:
+    """The threads' pixel ranges' bounds: whole chunks of CHUNK_PIXELS, as evenly as they split over torch's threads."""
     chunks = -(-pixels // CHUNK_PIXELS) if pixels else 0
     count = max(1, min(torch.get_num_threads(), chunks))
-    bounds = [min(pixels, round(k * chunks / count) * CHUNK_PIXELS) for k in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return [min(pixels, round(k * chunks / count) * CHUNK_PIXELS) for k in range(count + 1)]
+
+
+def _runs_on_openmp(library) -> bool:
+    """Whether the library was built with OpenMP (it then runs its pixel ranges on torch's threads itself)."""
+    return bool(library.softseg_openmp())
+
+
+def _run_parts(library, kernel, bounds: list[int], part_arguments) -> None:
+    """``kernel`` over the pixel ranges of ``bounds``, in parallel.
+
+    Built with OpenMP: one call, on torch's own threads (``softseg_openmp`` in the source says why). Without: one call
+    per range on the torch block path's worker threads (ctypes releases the GIL). ``part_arguments(k)``: the
+    arguments after the thread count, for the ranges from range ``k`` on (the outputs' slices of part ``k``).
+    """
+    from softseg.kernels.fused import _run_blocks  # the block path's worker threads
+
+    parts = len(bounds) - 1
+    table = torch.tensor(bounds, dtype=torch.int64)
+    if _runs_on_openmp(library):
+        kernel(parts, _pointer(table), parts, *part_arguments(0))
+        return
+
+    def run(indices):
+        (index,) = indices
+        kernel(1, _pointer(table) + 8 * index, 1, *part_arguments(index))
+
+    _run_blocks(torch.device("cpu"), list(range(parts)), run)
 
 
 def native_statistics(
@@ -206,7 +249,9 @@ def native_statistics(
         \quad CE = -\sum_i m_i\, y_i \log x_i
 
     Convention:
-        - Inputs as :func:`softseg.kernels.fused.block_statistics`, for which :func:`native_applies`.
+        - Inputs as :func:`softseg.kernels.fused.block_statistics`, for which :func:`native_applies`; labels of
+          any integer dtype (uint8 and int64 read as they are; an int64 label beyond int32's range saturates,
+          so it lands in no class and the range shows it).
         - The sums are (B, C) float32 (summed in double); ``target_range`` (min, max) of the dense target or
           of the labels with ``with_range``, else empty; for softmax each pixel's
           max and 1 / sum of exponentials, (B, 1, N) float32 each, for :func:`native_gradient` (empty for sigmoid).
@@ -221,8 +266,6 @@ def native_statistics(
         >>> tp
         tensor([[0.9820, 1.3808]])
     """
-    from softseg.kernels.fused import _run_blocks  # the block path's worker threads
-
     library = _library()[0]
     logits, labels, dense, weight = _prepared(logits, labels, dense, weight)
     batch, channels, pixels = logits.shape
@@ -230,27 +273,27 @@ def native_statistics(
     shift = logits.new_empty(batch, 1, pixels) if softmax else logits.new_zeros(0)
     inverse = logits.new_empty(batch, 1, pixels) if softmax else logits.new_zeros(0)
     flags = (int(softmax), int(norm == 2), int(with_ce), 0 if weight is None else 1 + (weight.shape[1] > 1), int(with_range))
-    parts = _parts(pixels)
+    bounds = _part_bounds(pixels)
+    parts, entries = len(bounds) - 1, batch * channels
     # One buffer per kind for every thread's part (a few host operations per call: at W3's size each costs
     # about as much as a percent of the step), summed in double by softseg_finish into the outputs.
-    sums = torch.zeros(len(parts), 4, batch, channels, dtype=torch.float64)
-    maxima = torch.zeros(len(parts), batch, channels)
-    ranges = torch.tensor([[math.inf, -math.inf]]).expand(len(parts), 2).contiguous()
-
-    def run(part):
-        (index,) = part
-        start, stop = parts[index]
-        library.softseg_forward(
-            _pointer(logits), _pointer(labels), _pointer(dense), _pointer(weight), batch, channels, pixels, start,
-            stop, *flags, *(_pointer(s) for s in sums[index]), _pointer(maxima[index]), _pointer(ranges[index]),
+    sums = torch.zeros(parts, 4, entries, dtype=torch.float64)
+    maxima = torch.zeros(parts, entries)
+    ranges = torch.tensor([[math.inf, -math.inf]]).expand(parts, 2).contiguous()
+    inputs = (_pointer(logits), *_label_arguments(labels), _pointer(dense), _pointer(weight), batch, channels, pixels)
+    _run_parts(
+        library,
+        lambda *arguments: library.softseg_forward(*inputs, *arguments),
+        bounds,
+        lambda k: (
+            *flags, _pointer(sums) + 8 * 4 * entries * k, _pointer(maxima) + 4 * entries * k, _pointer(ranges) + 8 * k,
             _pointer(shift) if softmax else None, _pointer(inverse) if softmax else None,
-        )
-
-    _run_blocks(logits.device, list(range(len(parts))), run)
+        ),
+    )
     tp, fp, fn, target_max, ce = (logits.new_empty(batch, channels) for _ in range(5))
     target_range = logits.new_empty(2 if with_range else 0)
     library.softseg_finish(
-        _pointer(sums), _pointer(maxima), _pointer(ranges), len(parts), batch * channels, int(labels is not None),
+        _pointer(sums), _pointer(maxima), _pointer(ranges), parts, entries, int(labels is not None),
         *(_pointer(t) for t in (tp, fp, fn, target_max, ce)), _pointer(target_range) if with_range else None,
     )
     return tp, fp, fn, target_max, ce, target_range, shift, inverse
@@ -277,8 +320,6 @@ def native_gradient(
         >>> native_gradient.__name__
         'native_gradient'
     """
-    from softseg.kernels.fused import _run_blocks
-
     library = _library()[0]
     logits, labels, dense, weight = _prepared(logits, labels, dense, weight)
     batch, channels, pixels = logits.shape
@@ -286,15 +327,14 @@ def native_gradient(
     grads = [g.to(torch.float32).contiguous() for g in (grad_tp, grad_fp, grad_fn, grad_ce)]  # (no-ops as a rule)
     grad = torch.empty_like(logits)
     flags = (int(softmax), int(norm == 2), int(with_ce), 0 if weight is None else 1 + (weight.shape[1] > 1))
-    parts = _parts(pixels)
-
-    def run(part):
-        start, stop = parts[part[0]]
-        library.softseg_backward(
-            _pointer(logits), _pointer(labels), _pointer(dense), _pointer(weight), batch, channels, pixels, start,
-            stop, *flags, *(_pointer(g) for g in grads), _pointer(shift) if softmax else None,
+    inputs = (_pointer(logits), *_label_arguments(labels), _pointer(dense), _pointer(weight), batch, channels, pixels)
+    _run_parts(
+        library,
+        lambda *arguments: library.softseg_backward(*inputs, *arguments),
+        _part_bounds(pixels),
+        lambda k: (
+            *flags, *(_pointer(g) for g in grads), _pointer(shift) if softmax else None,
             _pointer(inverse) if softmax else None, _pointer(grad),
-        )
-
-    _run_blocks(logits.device, list(range(len(parts))), run)
+        ),
+    )
     return grad

@@ -1,7 +1,7 @@
 // softseg's native CPU kernels: the fused region statistics and their gradient in one pass over the logits each.
 //
-// Built on first use by softseg/kernels/native.py with the system C++ compiler (-O3 -march=native), loaded with
-// ctypes; without a compiler the torch block path runs instead (same values). The formulas are those of
+// Built on first use by softseg/kernels/native.py with the system C++ compiler (-O3 -march=native -fopenmp), loaded
+// with ctypes; without a compiler the torch block path runs instead (same values). The formulas are those of
 // softseg/kernels/fused.py: for x = act(z), y the target and m the counted-entry weight, summed over the pixels of
 // one (image, class),
 //
@@ -10,7 +10,9 @@
 //
 // and backward dL/dz from A = dL/dfp, B = dL/dtp - dL/dfp - dL/dfn, G = dL/dce per (image, class).
 //
-// Each call takes the pixels [n0, n1) of every image; the caller splits the pixels over its threads. Pixels are
+// Each call takes parts of the pixels of every image, [bounds[k], bounds[k + 1]), on OpenMP threads (torch's, see
+// softseg_openmp) or one after the other, each part into its own slice of the sums. Labels are uint8 or int64,
+// read as they are (the label maps of most pipelines are one byte a pixel). Pixels are
 // taken 16 at a time in one vector register per class (GCC/clang vector extensions, lowered to AVX-512, AVX2 or
 // NEON), so the softmax over the classes and every sum stay in registers: the logits are read once forward and
 // once backward, the gradient written once. exp is exp2 of a degree-6 polynomial (within 2 ulp), NaN-preserving.
@@ -21,6 +23,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -68,11 +73,23 @@ inline vf exp2v(vf x_in) {
     return select(x_in < -126.0f, splat(0.0f), p * (vf)((ni + 127) << 23));
 }
 
+// 1 / d for d in [1, 2]. AVX-512: the 14-bit estimate and one Newton step in fused multiply-adds (within 1 ulp of
+// the quotient, exact at d = 1), about a third of a division's throughput cost, which held up the sigmoid's loop.
+inline vf reciprocal(vf d) {
+#if defined(__AVX512F__)
+    const __m512 dd = (__m512)d, estimate = _mm512_rcp14_ps(dd);
+    const __m512 error = _mm512_fnmadd_ps(dd, estimate, _mm512_set1_ps(1.0f));  // 1 - d r, exactly rounded once
+    return (vf)_mm512_fmadd_ps(estimate, error, estimate);
+#else
+    return 1.0f / d;
+#endif
+}
+
 // sigmoid(z) = 1 / (1 + e^-z) for z >= 0, e^z / (1 + e^z) below: exp of -|z| only, exact 0 and 1 at the ends.
 inline vf sigmoidv(vf z) {
     vf abs_z = select(z < 0.0f, -z, z);
     vf e = exp2v(-abs_z * LOG2E);
-    vf r = 1.0f / (1.0f + e);
+    vf r = reciprocal(1.0f + e);
     return select(z < 0.0f, e * r, r);
 }
 
@@ -144,28 +161,55 @@ inline void store_row(float* row, const Step& step, vf value) {
 
 typedef int64_t vl __attribute__((vector_size(128)));
 typedef uint8_t vb __attribute__((vector_size(16)));
+typedef uint16_t vs __attribute__((vector_size(32)));
 
-inline vi load_labels(const int64_t* row, const Step& step) {
-    vl wide;
-    if (step.count == W) {
-        std::memcpy(&wide, row + step.n, sizeof wide);
-    } else {
-        int64_t padded[W];
-        for (int i = 0; i < W; ++i) padded[i] = i < step.count ? row[step.n + i] : -1;
-        std::memcpy(&wide, padded, sizeof wide);
+// 16 bytes widened to int32 lanes in two steps: GCC 12 turns the direct uint8 -> int32 conversion into scalar code.
+inline vi widen(vb bytes) { return __builtin_convertvector(__builtin_convertvector(bytes, vs), vi); }
+
+// The labels of one step as int32 from uint8 (BYTES 1) or int64 (BYTES 8) labels; padded lanes -1. int64 labels are
+// saturated into int32's range: one outside it stays outside every class (and the range check), never wraps into one.
+template <int BYTES>
+inline vi load_labels(const void* labels, int64_t at, const Step& step) {
+    const bool full = step.count == W;  // (a fixed-size copy is one vector load)
+    if (BYTES == 1) {
+        vb bytes = {};
+        const uint8_t* row = static_cast<const uint8_t*>(labels) + at;
+        if (full) std::memcpy(&bytes, row, sizeof bytes);
+        else std::memcpy(&bytes, row, step.count);
+        vi wide = widen(bytes);
+        return full ? wide : (step.valid ? wide : splati(-1));
     }
+    const int64_t* row = static_cast<const int64_t*>(labels) + at;
+    int64_t padded[W];
+    if (!full) {
+        for (int i = 0; i < W; ++i) padded[i] = i < step.count ? row[i] : -1;
+        row = padded;
+    }
+#if defined(__AVX512F__)
+    // vpmovsqd (int64 to int32, saturating) straight from the loads: the generic form below goes through the
+    // stack, and its store-to-load stall took a third of the sigmoid forward's time
+    const __m512i narrow = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtsepi64_epi32(_mm512_loadu_si512(row))),
+                                              _mm512_cvtsepi64_epi32(_mm512_loadu_si512(row + 8)), 1);
+    return (vi)narrow;
+#else
+    vl wide;
+    std::memcpy(&wide, row, sizeof wide);
+    const vl low = (vl){} + INT32_MIN, high = (vl){} + INT32_MAX;
+    wide = wide < low ? low : wide;
+    wide = wide > high ? high : wide;
     return __builtin_convertvector(wide, vi);
+#endif
 }
 
 inline vi load_weight(const uint8_t* row, const Step& step) {
     vb bytes = {};
     std::memcpy(&bytes, row + step.n, step.count);
-    return (__builtin_convertvector(bytes, vi) != 0) & step.valid;
+    return (widen(bytes) != 0) & step.valid;
 }
 
 struct Problem {
     const float* logits;     // (B, C, N)
-    const int64_t* labels;   // (B, N) or null
+    const void* labels;      // (B, N) uint8 or int64, or null
     const float* dense;      // (B, C, N) or null
     const uint8_t* weight;   // (B, 1 or C, N) or null
     int64_t batch, channels, pixels;
@@ -210,7 +254,7 @@ struct Tile {
 };
 
 // One vector step of image b: the sanitised logits of every class, and what reads the target per class.
-template <bool SOFTMAX, bool INDEX, int WEIGHT>
+template <bool SOFTMAX, int INDEX, int WEIGHT, int CH>
 struct Pixels {
     const Problem& p;
     const Tile& tile;
@@ -224,11 +268,11 @@ struct Pixels {
 
     Pixels(const Problem& problem, const Tile& t, int64_t image, Step s, vf* z)
         : p(problem), tile(t), b(image), step(s), local(s), full(s.count == W) {
-        const int64_t C = p.channels, N = p.pixels;
+        const int64_t C = CH ? CH : p.channels, N = p.pixels;
         local.n = step.n - tile.start;
         pixel_keep = step.valid;
         if (WEIGHT == 1) pixel_keep = load_weight(p.weight + b * N, step);
-        if (INDEX) labels = load_labels(p.labels + b * N, step);
+        if (INDEX) labels = load_labels<INDEX>(p.labels, b * N + step.n, step);
         vi any = splati(0);
         for (int64_t c = 0; c < C; ++c) {
             z[c] = load_row(tile.logits + c * tile.width, local);
@@ -258,7 +302,7 @@ struct Pixels {
     // (Padded lanes read 0 targets and -1 labels, so without a weight nothing needs masking.)
     vf target(int64_t c, vf raw) const {
         if (!INDEX) return WEIGHT == 0 ? raw : select(keep(c), raw, splat(0));
-        if (p.channels == 1)
+        if (CH == 1 || p.channels == 1)
             return select(WEIGHT == 0 ? labels >= 0 : pixel_keep, __builtin_convertvector(labels, vf), splat(0));
         vi hit = labels == static_cast<int32_t>(c);
         return select(WEIGHT == 0 ? hit : hit & pixel_keep, splat(1.0f), splat(0));
@@ -267,7 +311,7 @@ struct Pixels {
 
 // x = act(z) of one step; for softmax also the pixel's max and 1 / sum of exponentials.
 template <bool SOFTMAX>
-inline void activate(int64_t C, const vf* z, vf* x, vf* shift, vf* inverse) {
+__attribute__((always_inline)) inline void activate(int64_t C, const vf* z, vf* x, vf* shift, vf* inverse) {
     if (SOFTMAX) {
         vf m = z[0];
         for (int64_t c = 1; c < C; ++c) m = fmax(m, z[c]);  // a NaN logit: its exponential is NaN, so is every x
@@ -291,9 +335,9 @@ struct Sums {  // (B, C) each, in double; range: (min, max) of the dense target'
     float *shift, *inverse;  // (B, N): the softmax's max and 1 / sum of exponentials, for backward
 };
 
-template <bool SOFTMAX, bool INDEX, bool NORM2, bool CE, int WEIGHT, bool RANGE>
+template <bool SOFTMAX, int INDEX, bool NORM2, bool CE, int WEIGHT, int CH, bool RANGE>
 void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
-    const int64_t C = p.channels, N = p.pixels;
+    const int64_t C = CH ? CH : p.channels, N = p.pixels;
     vf z[MAXC], x[MAXC];
     vf acc_tp[MAXC], acc_pred[MAXC], acc_y[MAXC], acc_ce[MAXC], acc_max[MAXC], acc_min[MAXC];
     vf low = splat(INFINITY), high = splat(-INFINITY);
@@ -319,7 +363,7 @@ void forward(const Problem& p, int64_t n0, int64_t n1, Sums out) {
         const Tile tile = Tile::in_place(p, b);
         {
             for (int64_t n = n0; n < n1; n += W) {
-                Pixels<SOFTMAX, INDEX, WEIGHT> pixels(p, tile, b, step_at(n, n1), z);
+                Pixels<SOFTMAX, INDEX, WEIGHT, CH> pixels(p, tile, b, step_at(n, n1), z);
                 const Step& step = pixels.step;
                 vf shift, inverse;
                 activate<SOFTMAX>(C, z, x, &shift, &inverse);
@@ -395,13 +439,14 @@ struct Coefficients {  // (B, C) each: the gradients of tp, fp, fn and ce
     const float *shift, *inverse;
 };
 
-template <bool SOFTMAX, bool INDEX, bool NORM2, bool CE, int WEIGHT>
+template <bool SOFTMAX, int INDEX, bool NORM2, bool CE, int WEIGHT, int CH>
 void backward(const Problem& p, int64_t n0, int64_t n1, Coefficients k, float* grad) {
-    const int64_t C = p.channels, N = p.pixels;
+    const int64_t C = CH ? CH : p.channels, N = p.pixels;
     vf z[MAXC], x[MAXC], g[MAXC], w[MAXC];
     float logits_tile[TILE_FLOATS], dense_tile[TILE_FLOATS], grad_tile[TILE_FLOATS];
-    Tile tile{0, Tile::width_for(C), nullptr, nullptr, grad_tile};
+    const Tile tiles{0, Tile::width_for(C), nullptr, nullptr, grad_tile};
     for (int64_t b = 0; b < p.batch; ++b) {
+        Tile tile = tiles;
         // A = dL/dfp, B = dL/dtp - dL/dfp - dL/dfn, G = dL/dce of image b
         float a[MAXC], bb[MAXC], gg[MAXC];
         for (int64_t c = 0; c < C; ++c) {
@@ -409,11 +454,18 @@ void backward(const Problem& p, int64_t n0, int64_t n1, Coefficients k, float* g
             bb[c] = k.grad_tp[b * C + c] - k.grad_fp[b * C + c] - k.grad_fn[b * C + c];
             gg[c] = CE ? k.grad_ce[b * C + c] : 0.0f;
         }
-        for (int64_t start = n0; start < n1; start += tile.width) {
-            const int64_t end = start + tile.width < n1 ? start + tile.width : n1;
-            tile.fill(p, b, start, end - start, logits_tile, dense_tile);
+        // One class row has nothing for the copies to keep apart: it is read and written in place.
+        const bool in_place = C == 1;
+        if (in_place) {
+            tile = Tile::in_place(p, b);
+            tile.grad = grad + b * N;
+        }
+        const int64_t span = in_place ? n1 - n0 : tile.width;
+        for (int64_t start = n0; start < n1; start += span) {
+            const int64_t end = start + span < n1 ? start + span : n1;
+            if (!in_place) tile.fill(p, b, start, end - start, logits_tile, dense_tile);
             for (int64_t n = start; n < end; n += W) {
-                Pixels<SOFTMAX, INDEX, WEIGHT> pixels(p, tile, b, step_at(n, end), z);
+                Pixels<SOFTMAX, INDEX, WEIGHT, CH> pixels(p, tile, b, step_at(n, end), z);
                 const Step& step = pixels.step;
                 if (SOFTMAX) {  // the forward's probabilities, bit for bit: same max, same 1 / sum
                     vf shift = load_row(k.shift + b * N, step), inverse = load_row(k.inverse + b * N, step);
@@ -447,48 +499,47 @@ void backward(const Problem& p, int64_t n0, int64_t n1, Coefficients k, float* g
                     store_row(tile.grad + c * tile.width, pixels.local, value);
                 }
             }
-            tile.flush_grad(p, b, end - start, grad);
+            if (!in_place) tile.flush_grad(p, b, end - start, grad);
         }
     }
 }
 
-template <bool SOFTMAX, bool INDEX, bool NORM2, bool CE, int WEIGHT>
+template <bool SOFTMAX, int INDEX, bool NORM2, bool CE, int WEIGHT, int CH>
 void dispatch_forward(const Problem& p, int64_t n0, int64_t n1, Sums out, bool range) {
-    if (range) forward<SOFTMAX, INDEX, NORM2, CE, WEIGHT, true>(p, n0, n1, out);
-    else forward<SOFTMAX, INDEX, NORM2, CE, WEIGHT, false>(p, n0, n1, out);
+    if (range) forward<SOFTMAX, INDEX, NORM2, CE, WEIGHT, CH, true>(p, n0, n1, out);
+    else forward<SOFTMAX, INDEX, NORM2, CE, WEIGHT, CH, false>(p, n0, n1, out);
 }
 
-// Runtime flags to a template instance: F(...) is called as F<SOFTMAX, INDEX, NORM2, CE, WEIGHT>(args...).
-#define SOFTSEG_DISPATCH(F, softmax, index, norm2, ce, weight, ...)                                       \
+// Runtime flags to a template instance: F(...) is called as F<SOFTMAX, INDEX, NORM2, CE, WEIGHT, CH>(args...), where
+// INDEX is the labels' width in bytes (1: uint8, 8: int64) or 0 for a dense target, and CH is 1 for the sigmoid of one
+// channel (the classes' loops and arrays then fold into registers: a third faster at W3) or 0 for any number.
+#define SOFTSEG_DISPATCH(F, softmax, channels, label_bytes, norm2, ce, weight, ...)                       \
     do {                                                                                                  \
-        if (softmax) {                                                                                    \
-            if (index) {                                                                                  \
-                if (norm2) SOFTSEG_CE(F, true, true, true, ce, weight, __VA_ARGS__);                      \
-                else SOFTSEG_CE(F, true, true, false, ce, weight, __VA_ARGS__);                           \
-            } else {                                                                                      \
-                if (norm2) SOFTSEG_CE(F, true, false, true, ce, weight, __VA_ARGS__);                     \
-                else SOFTSEG_CE(F, true, false, false, ce, weight, __VA_ARGS__);                          \
-            }                                                                                             \
-        } else {                                                                                          \
-            if (index) {                                                                                  \
-                if (norm2) SOFTSEG_WEIGHT(F, false, true, true, false, weight, __VA_ARGS__);              \
-                else SOFTSEG_WEIGHT(F, false, true, false, false, weight, __VA_ARGS__);                   \
-            } else {                                                                                      \
-                if (norm2) SOFTSEG_WEIGHT(F, false, false, true, false, weight, __VA_ARGS__);             \
-                else SOFTSEG_WEIGHT(F, false, false, false, false, weight, __VA_ARGS__);                  \
-            }                                                                                             \
-        }                                                                                                 \
+        if (softmax) SOFTSEG_LABELS(F, true, 0, label_bytes, norm2, ce, weight, __VA_ARGS__);             \
+        else if ((channels) == 1) SOFTSEG_LABELS(F, false, 1, label_bytes, norm2, false, weight, __VA_ARGS__); \
+        else SOFTSEG_LABELS(F, false, 0, label_bytes, norm2, false, weight, __VA_ARGS__);                  \
     } while (0)
-#define SOFTSEG_CE(F, s, i, n, ce, weight, ...)                                                           \
+#define SOFTSEG_LABELS(F, s, ch, label_bytes, norm2, ce, weight, ...)                                     \
     do {                                                                                                  \
-        if (ce) SOFTSEG_WEIGHT(F, s, i, n, true, weight, __VA_ARGS__);                                    \
-        else SOFTSEG_WEIGHT(F, s, i, n, false, weight, __VA_ARGS__);                                      \
+        if ((label_bytes) == 8) SOFTSEG_NORM(F, s, ch, 8, norm2, ce, weight, __VA_ARGS__);                \
+        else if ((label_bytes) == 1) SOFTSEG_NORM(F, s, ch, 1, norm2, ce, weight, __VA_ARGS__);           \
+        else SOFTSEG_NORM(F, s, ch, 0, norm2, ce, weight, __VA_ARGS__);                                   \
     } while (0)
-#define SOFTSEG_WEIGHT(F, s, i, n, ce, weight, ...)                                                       \
+#define SOFTSEG_NORM(F, s, ch, i, norm2, ce, weight, ...)                                                 \
     do {                                                                                                  \
-        if ((weight) == 0) F<s, i, n, ce, 0>(__VA_ARGS__);                                                \
-        else if ((weight) == 1) F<s, i, n, ce, 1>(__VA_ARGS__);                                           \
-        else F<s, i, n, ce, 2>(__VA_ARGS__);                                                              \
+        if (norm2) SOFTSEG_CE(F, s, ch, i, true, ce, weight, __VA_ARGS__);                                \
+        else SOFTSEG_CE(F, s, ch, i, false, ce, weight, __VA_ARGS__);                                     \
+    } while (0)
+#define SOFTSEG_CE(F, s, ch, i, n, ce, weight, ...)                                                       \
+    do {                                                                                                  \
+        if (ce) SOFTSEG_WEIGHT(F, s, ch, i, n, true, weight, __VA_ARGS__);                                \
+        else SOFTSEG_WEIGHT(F, s, ch, i, n, false, weight, __VA_ARGS__);                                  \
+    } while (0)
+#define SOFTSEG_WEIGHT(F, s, ch, i, n, ce, weight, ...)                                                   \
+    do {                                                                                                  \
+        if ((weight) == 0) F<s, i, n, ce, 0, ch>(__VA_ARGS__);                                            \
+        else if ((weight) == 1) F<s, i, n, ce, 1, ch>(__VA_ARGS__);                                       \
+        else F<s, i, n, ce, 2, ch>(__VA_ARGS__);                                                          \
     } while (0)
 
 }  // namespace
@@ -497,21 +548,40 @@ extern "C" {
 
 int softseg_max_channels() { return MAXC; }
 
-// weight_kind: 0 none, 1 (B, 1, N), 2 (B, C, N). Sums are added into one part of the caller's per-thread
-// arrays (zero-initialised); softseg_finish turns the parts into the outputs.
-void softseg_forward(const float* logits, const int64_t* labels, const float* dense, const uint8_t* weight,
-                     int64_t batch, int64_t channels, int64_t pixels, int64_t n0, int64_t n1, int softmax, int norm2,
-                     int with_ce, int weight_kind, int with_range, double* tp, double* pred, double* ymass,
-                     double* ce, float* ymax, float* range, float* shift, float* inverse) {
-    Problem p{logits, labels, dense, weight, batch, channels, pixels};
-    Sums out{tp, pred, ymass, ce, ymax, range, shift, inverse};
-    SOFTSEG_DISPATCH(dispatch_forward, softmax, labels != nullptr, norm2, with_ce, weight_kind, p, n0, n1, out,
-                     with_range != 0);
+// Whether the pixel ranges run on OpenMP threads. Built with -fopenmp the library needs libgomp.so.1, and in a process
+// where torch has loaded its own (same soname) the loader gives it that one: the kernels then run on torch's thread
+// pool, the threads that the compiled graph's kernels use too, instead of a second set of threads competing with
+// them while they spin after each parallel region.
+int softseg_openmp() {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
 }
 
-// The threads' parts (parts x 4 x entries doubles: tp, prediction mass, target mass, ce; parts x entries target
-// maxima; parts x 2 ranges) summed in double into the float32 outputs tp, fp = pred - tp, fn = ymass - tp,
-// target_max (labels: ymass > 0) and ce, and the range (min, max) when `range` is not null.
+// The pixel ranges [bounds[k], bounds[k + 1]) of every image, k < parts, on up to `threads` OpenMP threads (one after
+// the other without OpenMP). weight_kind: 0 none, 1 (B, 1, N), 2 (B, C, N). Part k adds into its own slices of the
+// caller's zero-initialised arrays: sums (parts x 4 x entries doubles: tp, prediction mass, target mass, ce), ymax
+// (parts x entries) and ranges (parts x 2); softseg_finish turns the parts into the outputs.
+void softseg_forward(const float* logits, const void* labels, int label_bytes, const float* dense,
+                     const uint8_t* weight, int64_t batch, int64_t channels, int64_t pixels, int64_t parts,
+                     const int64_t* bounds, int threads, int softmax, int norm2, int with_ce, int weight_kind,
+                     int with_range, double* sums, float* ymax, float* ranges, float* shift, float* inverse) {
+    const Problem p{logits, labels, dense, weight, batch, channels, pixels};
+    const int64_t entries = batch * channels;
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int64_t k = 0; k < parts; ++k) {
+        double* part = sums + k * 4 * entries;
+        Sums out{part, part + entries, part + 2 * entries, part + 3 * entries, ymax + k * entries, ranges + 2 * k,
+                 shift, inverse};
+        SOFTSEG_DISPATCH(dispatch_forward, softmax, channels, labels ? label_bytes : 0, norm2, with_ce, weight_kind, p,
+                         bounds[k], bounds[k + 1], out, with_range != 0);
+    }
+}
+
+// The threads' parts (as softseg_forward writes them) summed in double into the float32 outputs tp, fp = pred - tp,
+// fn = ymass - tp, target_max (labels: ymass > 0) and ce, and the range (min, max) when `range` is not null.
 void softseg_finish(const double* sums, const float* ymax, const float* ranges, int64_t parts, int64_t entries,
                     int index, float* tp, float* fp, float* fn, float* target_max, float* ce, float* range) {
     for (int64_t e = 0; e < entries; ++e) {
@@ -544,13 +614,18 @@ void softseg_finish(const double* sums, const float* ymax, const float* ranges, 
     }
 }
 
-void softseg_backward(const float* logits, const int64_t* labels, const float* dense, const uint8_t* weight,
-                      int64_t batch, int64_t channels, int64_t pixels, int64_t n0, int64_t n1, int softmax, int norm2,
-                      int with_ce, int weight_kind, const float* grad_tp, const float* grad_fp, const float* grad_fn,
-                      const float* grad_ce, const float* shift, const float* inverse, float* grad) {
-    Problem p{logits, labels, dense, weight, batch, channels, pixels};
-    Coefficients k{grad_tp, grad_fp, grad_fn, grad_ce, shift, inverse};
-    SOFTSEG_DISPATCH(backward, softmax, labels != nullptr, norm2, with_ce, weight_kind, p, n0, n1, k, grad);
+// dL/dlogits of the pixel ranges [bounds[k], bounds[k + 1]), k < parts, on up to `threads` OpenMP threads.
+void softseg_backward(const float* logits, const void* labels, int label_bytes, const float* dense,
+                      const uint8_t* weight, int64_t batch, int64_t channels, int64_t pixels, int64_t parts,
+                      const int64_t* bounds, int threads, int softmax, int norm2, int with_ce, int weight_kind,
+                      const float* grad_tp, const float* grad_fp, const float* grad_fn, const float* grad_ce,
+                      const float* shift, const float* inverse, float* grad) {
+    const Problem p{logits, labels, dense, weight, batch, channels, pixels};
+    const Coefficients k{grad_tp, grad_fp, grad_fn, grad_ce, shift, inverse};
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+    for (int64_t part = 0; part < parts; ++part)
+        SOFTSEG_DISPATCH(backward, softmax, channels, labels ? label_bytes : 0, norm2, with_ce, weight_kind, p,
+                         bounds[part], bounds[part + 1], k, grad);
 }
 
 }  // extern "C"
