@@ -321,3 +321,34 @@ def test_openmp_and_worker_threads_give_the_same_values(monkeypatch, activation,
     monkeypatch.setattr(native, "_runs_on_openmp", lambda library: not built_with_openmp)
     for k, (a, b) in enumerate(zip(first, run())):
         assert torch.equal(a, b), f"output {k} differs"
+
+
+def _loss_in_a_forked_child(queue):
+    logits = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(14))
+    labels = torch.randint(0, 3, (2, 64, 64), generator=torch.Generator().manual_seed(15))
+    queue.put(dice_loss(logits, labels).item())
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="no fork here")
+def test_a_forked_child_runs_the_kernels_after_the_parent_did():
+    # OpenMP's threads do not survive fork: with torch's default thread count a forked child would hang in its
+    # first parallel region (as torch's own operators do); the kernels run in the child's calling thread instead.
+    import multiprocessing
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)  # (the child inherits it: more than one thread)
+    try:
+        _loss_in_a_forked_child(queue := __import__("queue").Queue())  # the parent runs the kernels first
+        expected = queue.get()
+        context = multiprocessing.get_context("fork")
+        results = context.Queue()
+        child = context.Process(target=_loss_in_a_forked_child, args=(results,))
+        child.start()
+        child.join(60)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+        assert not hung and child.exitcode == 0
+        assert results.get(timeout=10) == expected
+    finally:
+        torch.set_num_threads(previous)

@@ -11,7 +11,8 @@ into ``$SOFTSEG_CACHE_DIR`` (default ``~/.cache/softseg``) and loaded with :mod:
 its pixel ranges on torch's own OpenMP threads (it links the ``libgomp.so.1`` that torch has loaded), the threads
 that compiled graphs' kernels use too: a second set of threads would compete with them while they spin after each
 parallel region (W3 under ``torch.compile``: 1.2x compiled BCE's time on worker threads, 0.9x on torch's). Without
-OpenMP the ranges run on the block path's worker threads (ctypes releases the GIL). Labels are read as uint8 or
+OpenMP the ranges run on the block path's worker threads (ctypes releases the GIL), and in a forked child
+(OpenMP's threads do not survive fork) in the calling thread. Labels are read as uint8 or
 int64 as they come (other integer dtypes through an int64 copy). Nothing of it is needed: without a C++ compiler
 (``$CXX``, ``c++``, ``g++`` or ``clang++``), when the build fails, with ``SOFTSEG_NATIVE=0`` in the environment,
 and for what it does not cover (:func:`native_applies`) the torch block path runs, with the same values.
@@ -210,6 +211,21 @@ def _part_bounds(pixels: int) -> list[int]:
     return [min(pixels, round(k * chunks / count) * CHUNK_PIXELS) for k in range(count + 1)]
 
 
+# GNU OpenMP's threads do not survive fork(): a parallel region in a forked child of a process that ran one hangs
+# (torch's own operators too, pytorch#17199; DataLoader workers escape by running one thread). In a forked child the
+# ranges run in the calling thread.
+_IN_FORKED_CHILD = False
+
+
+def _mark_forked_child() -> None:
+    global _IN_FORKED_CHILD
+    _IN_FORKED_CHILD = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked_child)
+
+
 def _runs_on_openmp(library) -> bool:
     """Whether the library was built with OpenMP (it then runs its pixel ranges on torch's threads itself)."""
     return bool(library.softseg_openmp())
@@ -226,8 +242,8 @@ def _run_parts(library, kernel, bounds: list[int], part_arguments) -> None:
 
     parts = len(bounds) - 1
     table = torch.tensor(bounds, dtype=torch.int64)
-    if _runs_on_openmp(library):
-        kernel(parts, _pointer(table), parts, *part_arguments(0))
+    if _runs_on_openmp(library) or _IN_FORKED_CHILD:
+        kernel(parts, _pointer(table), 1 if _IN_FORKED_CHILD else parts, *part_arguments(0))
         return
 
     def run(indices):
