@@ -6,6 +6,7 @@ Skipped where no C++ compiler builds the library (the block path runs there; its
 from __future__ import annotations
 
 import itertools
+import os
 
 import pytest
 import torch
@@ -329,17 +330,19 @@ def _loss_in_a_forked_child(queue):
     queue.put(dice_loss(logits, labels).item())
 
 
-@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="no fork here")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
 def test_a_forked_child_runs_the_kernels_after_the_parent_did():
     # OpenMP's threads do not survive fork: with torch's default thread count a forked child would hang in its
     # first parallel region (as torch's own operators do); the kernels run in the child's calling thread instead.
     import multiprocessing
+    import queue
 
     previous = torch.get_num_threads()
     torch.set_num_threads(2)  # (the child inherits it: more than one thread)
     try:
-        _loss_in_a_forked_child(queue := __import__("queue").Queue())  # the parent runs the kernels first
-        expected = queue.get()
+        in_parent = queue.Queue()
+        _loss_in_a_forked_child(in_parent)  # the parent runs the kernels first
+        expected = in_parent.get()
         context = multiprocessing.get_context("fork")
         results = context.Queue()
         child = context.Process(target=_loss_in_a_forked_child, args=(results,))

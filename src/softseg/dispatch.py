@@ -198,7 +198,7 @@ def fused_statistics(
     # The CPU paths read the labels or the dense target anyway and return their range: the value check takes it
     # from there instead of a separate pass (W4: 4 bytes a pixel and class), eagerly and compiled alike.
     range_in_forward = value_checks_enabled() and path in ("native", "blocks")
-    # The native kernels read uint8, int32 and int64 labels as they are: no int64 copy (8 bytes a pixel, also what
+    # The native kernels read uint8 and int64 labels as they are: no int64 copy (8 bytes a pixel, also what
     # autograd keeps for the backward) of a uint8 label map.
     logits, labels, dense, weight = _flat_inputs(
         input, target, kind, ignore_index=ignore_index, mask=mask, check=not range_in_forward, int64=path != "native"
