@@ -355,3 +355,64 @@ def test_a_forked_child_runs_the_kernels_after_the_parent_did():
         assert results.get(timeout=10) == expected
     finally:
         torch.set_num_threads(previous)
+
+
+class _AdviceSpy:
+    """The loaded library, with the calls of softseg_advise_huge_pages recorded as (address, bytes, result)."""
+
+    def __init__(self, library):
+        self.library, self.calls = library, []
+
+    def softseg_advise_huge_pages(self, address, length):
+        result = self.library.softseg_advise_huge_pages(address, length)
+        self.calls.append((address, length, result))
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.library, name)
+
+
+def _vm_flags(address):
+    """The VmFlags of the mapping that holds `address` (/proc/self/smaps)."""
+    with open("/proc/self/smaps") as smaps:
+        inside = False
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(part, 16) for part in head.split("-"))
+                inside = low <= address < high
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_a_large_gradient_is_advised_for_huge_pages_unless_switched_off(monkeypatch, switch):
+    monkeypatch.setenv(native.HUGE_PAGES_SWITCH, switch)
+    monkeypatch.setattr(native, "HUGE_PAGE_MIN_BYTES", 4 << 20)  # (the default, 32 MiB, at a smaller size)
+    spy = _AdviceSpy(native._library()[0])
+    monkeypatch.setattr(native, "_library", lambda: (spy, "spied"))
+    small, _, dense, _ = _case("softmax", "dense", 0, channels=3, pixels=(4 << 20) // 24 - 1)  # just under 4 MiB
+    large, _, large_dense, _ = _case("softmax", "dense", 0, channels=3, pixels=(4 << 20) // 24 + 4096)
+    grads = [torch.randn(2, 3, generator=torch.Generator().manual_seed(k)) for k in range(4)]
+    gradients = []
+    for logits, target in ((small, dense), (large, large_dense)):
+        outputs = native.native_statistics(logits, None, target, None, activation="softmax", norm=1, with_ce=False,
+                                           with_range=False)
+
+        def gradient():
+            return native.native_gradient(logits, None, target, None, outputs[6], outputs[7], *grads,
+                                          activation="softmax", norm=1, with_ce=False)
+
+        gradients.append(gradient())
+        with monkeypatch.context() as plain:
+            plain.setenv(native.HUGE_PAGES_SWITCH, "0")
+            assert torch.equal(gradients[-1], gradient())  # the pages do not change a value
+    if switch == "0":
+        assert spy.calls == []
+        return
+    ((address, length, result),) = spy.calls  # the large gradient only
+    assert (address, length) == (gradients[1].data_ptr(), gradients[1].nbytes)
+    if result == 1 and os.path.exists("/proc/self/smaps"):
+        inside = (address + (2 << 20) - 1) & ~((2 << 20) - 1)  # the first 2 MiB boundary in the gradient
+        assert "hg" in _vm_flags(inside)

@@ -16,6 +16,13 @@ OpenMP the ranges run on the block path's worker threads (ctypes releases the GI
 int64 as they come (other integer dtypes through an int64 copy). Nothing of it is needed: without a C++ compiler
 (``$CXX``, ``c++``, ``g++`` or ``clang++``), when the build fails, with ``SOFTSEG_NATIVE=0`` in the environment,
 and for what it does not cover (:func:`native_applies`) the torch block path runs, with the same values.
+
+A gradient of at least :data:`HUGE_PAGE_MIN_BYTES` is advised for transparent huge pages (Linux ``madvise``,
+``MADV_HUGEPAGE``; kernels whose THP setting is ``madvise`` or ``always`` honour it): such a block is a fresh
+mapping at every step (glibc maps blocks above 32 MiB apart and unmaps them when freed), and its 4 KiB page
+faults took a third of the dense-target backward (W4, (16, 21, 256, 256): 63 -> 47 ms a compiled step).
+``SOFTSEG_HUGE_PAGES=0`` in the environment turns the advice off; torch's own ``THP_MEM_ALLOC_ENABLE=1`` does the
+same for every large tensor.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ ENVIRONMENT_SWITCH = "SOFTSEG_NATIVE"  # "0" turns the native kernels off
 CACHE_VARIABLE = "SOFTSEG_CACHE_DIR"
 MAX_CHANNELS = 128  # classes the kernels hold per vector step (MAXC in the source); more take the torch blocks
 CHUNK_PIXELS = 1024  # the unit of the threads' split of the pixels
+HUGE_PAGES_SWITCH = "SOFTSEG_HUGE_PAGES"  # "0" leaves the gradient on the allocator's pages
+# Smaller blocks come from glibc's heap, as a rule reused and already in memory: advising them cost more than it
+# saved (W3's 8 MB gradient).
+HUGE_PAGE_MIN_BYTES = 32 << 20
 # The first the compiler takes; OpenMP where it can (see softseg_openmp in the source), else without.
 _FLAG_SETS = tuple((*arch, *openmp) for openmp in (("-fopenmp",), ()) for arch in (("-march=native",), ("-mcpu=native",), ()))
 
@@ -115,6 +126,8 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     if library.softseg_max_channels() != MAX_CHANNELS:
         return None, f"{target} was built for {library.softseg_max_channels()} classes, not {MAX_CHANNELS}"
     library.softseg_openmp.restype = _INT
+    library.softseg_advise_huge_pages.restype = _INT
+    library.softseg_advise_huge_pages.argtypes = [_POINTER, _INT64]
     # logits, labels and their width, dense, weight; batch, channels, pixels, parts; bounds; threads
     inputs = [_POINTER, _POINTER, _INT, _POINTER, _POINTER] + [_INT64] * 4 + [_POINTER, _INT]
     library.softseg_forward.argtypes = inputs + [_INT] * 5 + [_POINTER] * 5
@@ -330,7 +343,8 @@ def native_gradient(
 
     Convention:
         Arguments as :func:`native_statistics`, with its ``shift`` and ``inverse``; ``grad_*`` (B, C) each.
-        Returns a contiguous float32 tensor of the logits' shape; excluded pixels get exactly 0.
+        Returns a contiguous float32 tensor of the logits' shape; excluded pixels get exactly 0. From
+        :data:`HUGE_PAGE_MIN_BYTES` on, its memory is advised for transparent huge pages (module docstring).
 
     Example:
         >>> native_gradient.__name__
@@ -342,6 +356,8 @@ def native_gradient(
     softmax = activation == "softmax"
     grads = [g.to(torch.float32).contiguous() for g in (grad_tp, grad_fp, grad_fn, grad_ce)]  # (no-ops as a rule)
     grad = torch.empty_like(logits)
+    if grad.nbytes >= HUGE_PAGE_MIN_BYTES and os.environ.get(HUGE_PAGES_SWITCH, "1") != "0":
+        library.softseg_advise_huge_pages(_pointer(grad), grad.nbytes)  # before the first write faults the pages in
     flags = (int(softmax), int(norm == 2), int(with_ce), 0 if weight is None else 1 + (weight.shape[1] > 1))
     inputs = (_pointer(logits), *_label_arguments(labels), _pointer(dense), _pointer(weight), batch, channels, pixels)
     _run_parts(

@@ -23,6 +23,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -547,6 +550,21 @@ void dispatch_forward(const Problem& p, int64_t n0, int64_t n1, Sums out, bool r
 extern "C" {
 
 int softseg_max_channels() { return MAXC; }
+
+// Asks the kernel to back the 2 MiB-aligned interior of [data, data + bytes) with transparent huge pages (Linux,
+// MADV_HUGEPAGE). For the gradient: a fresh mapping at every step, faulted in 4 KiB at a time otherwise. 1 if advised.
+int softseg_advise_huge_pages(void* data, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const uintptr_t huge = uintptr_t(1) << 21;
+    const uintptr_t start = (reinterpret_cast<uintptr_t>(data) + huge - 1) & ~(huge - 1);
+    const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + static_cast<uintptr_t>(bytes)) & ~(huge - 1);
+    return end > start && madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE) == 0;
+#else
+    (void)data;
+    (void)bytes;
+    return 0;
+#endif
+}
 
 // Whether the pixel ranges run on OpenMP threads. Built with -fopenmp the library needs libgomp.so.1, and in a process
 // where torch has loaded its own (same soname) the loader gives it that one: the kernels then run on torch's thread
