@@ -681,5 +681,8 @@ def test_missing_peer_classes_say_where_to_get_them():
     for name in ("GeneralizedWassersteinDiceLoss", "HausdorffDTLoss", "SoftclDiceLoss", "SoftDiceclDiceLoss"):
         with pytest.raises(ImportError, match=f"softseg.compat.monai has no {name}: .*from monai.losses import {name}"):
             exec(f"from softseg.compat.monai import {name}", {})
+        assert not hasattr(ours, name) and getattr(ours, name, None) is None  # (PEP 562: an AttributeError here)
+        with pytest.raises(AttributeError, match=f"softseg.compat.monai has no {name}: .*from monai.losses"):
+            getattr(ours, name)
     with pytest.raises(AttributeError, match="has no attribute 'NotALoss'"):
         ours.NotALoss  # noqa: B018

@@ -490,6 +490,10 @@ def test_missing_peer_class_says_where_to_get_it():
         from softseg.compat.smp import LovaszLoss  # noqa: F401
     with pytest.raises(AttributeError, match="has no attribute 'NotALoss'"):
         ours.NotALoss  # noqa: B018
+    # Outside an import, an AttributeError (PEP 562) with the same message: feature checks work.
+    assert not hasattr(ours, "LovaszLoss") and getattr(ours, "LovaszLoss", None) is None
+    with pytest.raises(AttributeError, match="softseg.compat.smp has no LovaszLoss.*from segmentation_models_pytorch"):
+        ours.LovaszLoss  # noqa: B018
 
 
 def test_tversky_gamma_below_one_has_a_finite_gradient_at_zero_loss():

@@ -110,6 +110,12 @@ def test_integer_target_of_dense_shape(dtype):
     _raises(TypeError, pattern, dice_loss, LOGITS, torch.zeros(2, 3, 4, 4, dtype=dtype))
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 4), (2, 1, 4, 4)])
+def test_bool_target_of_index_shape_says_how_to_convert_it(shape):
+    pattern = r"target is a bool mask of shape .*; expected class indices.*target\.long\(\).*view\(torch\.uint8\)"
+    _raises(TypeError, pattern, dice_loss, LOGITS, torch.ones(shape, dtype=torch.bool))
+
+
 @pytest.mark.parametrize(("label", "seen"), [(3, 3), (-1, -1), (100, 100)])
 def test_label_out_of_range(label, seen):
     labels = LABELS.clone()

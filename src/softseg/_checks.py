@@ -270,6 +270,8 @@ def target_kind(input: Tensor, target: object) -> TargetKind:
 
     Index targets: an integer dtype, shape (B, *spatial) or (B, 1, *spatial).
     Dense targets: a float dtype, shape (B, C, *spatial) equal to the input's.
+    A bool target is neither (a TypeError that says how to convert it; the compat layers take bool targets,
+    as MONAI and smp do).
     """
     target = check_tensor("target", target)
     check_device("target", target, input.device)
@@ -288,6 +290,11 @@ def target_kind(input: Tensor, target: object) -> TargetKind:
         raise TypeError(
             f"target has the shape of class indices {tshape} but dtype {target.dtype}; {expected}. "
             "Float labels are not truncated: convert them with .long() if they are indices"
+        )
+    if target.dtype == torch.bool and tshape in index_shapes and tshape != shape:
+        raise TypeError(
+            f"target is a bool mask of shape {tshape}; {expected}. A bool is not read as a class index: pass "
+            "target.long() (or target.view(torch.uint8), without a copy) for the classes 0 and 1"
         )
     if (integral or target.dtype == torch.bool) and tshape == shape:
         raise TypeError(

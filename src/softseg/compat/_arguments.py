@@ -7,8 +7,11 @@ names the argument and the entry, what the peers would silently reinterpret.
 
 from __future__ import annotations
 
+import dis
 import numbers
+import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import torch
 from torch import Tensor
@@ -107,21 +110,30 @@ def exclude(tensor: Tensor, excluded: Tensor | None) -> Tensor:
 def missing_peer_class(module: str, name: str, reasons: dict[str, str], peer: str) -> Exception:
     """The error for a peer class that the compatibility layer does not mirror (for a module ``__getattr__``).
 
-    An ImportError that says why the class is not here and where to import it from, for the names in
-    ``reasons`` (``from module import Name`` shows this message: an AttributeError would be replaced by
-    Python's bare "cannot import name"); the usual AttributeError for any other name.
+    For the names in ``reasons``, a message that says why the class is not here and where to import it from:
+    an ImportError when ``module.__getattr__`` was called by a ``from module import Name`` (an AttributeError
+    there would be replaced by Python's bare "cannot import name"), an AttributeError otherwise, as PEP 562
+    asks, so that ``hasattr`` is False and ``getattr(module, name, default)`` gives the default. The usual
+    AttributeError for any other name.
 
     Example:
         >>> missing_peer_class("softseg.compat.smp", "LovaszLoss", {"LovaszLoss": "a hinge loss"}, "smp.losses")
-        ImportError('softseg.compat.smp has no LovaszLoss: a hinge loss, outside the soft-label family that softseg covers. Import it from the original library: from smp.losses import LovaszLoss')
+        AttributeError('softseg.compat.smp has no LovaszLoss: a hinge loss, outside the soft-label family that softseg covers. Import it from the original library: from smp.losses import LovaszLoss')
     """
     if name not in reasons:
         return AttributeError(f"module {module!r} has no attribute {name!r}")
-    return ImportError(
+    message = (
         f"{module} has no {name}: {reasons[name]}, outside the soft-label family that softseg covers. "
-        f"Import it from the original library: from {peer} import {name}",
-        name=module,
+        f"Import it from the original library: from {peer} import {name}"
     )
+    if _importing_from(sys._getframe(2)):  # (0: here, 1: the module's __getattr__, 2: its caller)
+        return ImportError(message, name=module)
+    return AttributeError(message)
+
+
+def _importing_from(frame: FrameType | None) -> bool:
+    """Whether ``frame`` is running a ``from ... import`` (its current instruction is IMPORT_FROM)."""
+    return frame is not None and frame.f_code.co_code[frame.f_lasti] == dis.opmap["IMPORT_FROM"]
 
 
 def mean_or_zero(tensor: Tensor) -> Tensor:
