@@ -20,7 +20,9 @@ and for what it does not cover (:func:`native_applies`) the torch block path run
 A gradient of at least :data:`HUGE_PAGE_MIN_BYTES` is advised for transparent huge pages (Linux ``madvise``,
 ``MADV_HUGEPAGE``; kernels whose THP setting is ``madvise`` or ``always`` honour it): such a block is a fresh
 mapping at every step (glibc maps blocks above 32 MiB apart and unmaps them when freed), and its 4 KiB page
-faults took a third of the dense-target backward (W4, (16, 21, 256, 256): 63 -> 47 ms a compiled step).
+faults took a third of the dense-target backward (W4, (16, 21, 256, 256): 63 -> 47 ms a compiled step). On
+such pages (THP ``always`` or ``madvise``) the backward writes the gradient with streaming stores, which do not
+read each line in first.
 ``SOFTSEG_HUGE_PAGES=0`` in the environment turns the advice off; torch's own ``THP_MEM_ALLOC_ENABLE=1`` does the
 same for every large tensor.
 """
@@ -132,7 +134,7 @@ def _library() -> tuple[ctypes.CDLL | None, str]:
     inputs = [_POINTER, _POINTER, _INT, _POINTER, _POINTER] + [_INT64] * 4 + [_POINTER, _INT]
     library.softseg_forward.argtypes = inputs + [_INT] * 5 + [_POINTER] * 5
     library.softseg_finish.argtypes = [_POINTER] * 3 + [_INT64] * 2 + [_INT] + [_POINTER] * 6
-    library.softseg_backward.argtypes = inputs + [_INT] * 4 + [_POINTER] * 7
+    library.softseg_backward.argtypes = inputs + [_INT] * 4 + [_POINTER] * 7 + [_INT]
     return library, ""
 
 
@@ -194,6 +196,16 @@ def native_applies(
         and logits.shape[1] <= MAX_CHANNELS
         and native_available()
     )
+
+
+@functools.cache
+def _transparent_huge_pages() -> bool:
+    """Whether the kernel hands out huge pages where they are advised (THP ``always`` or ``madvise``, Linux)."""
+    try:
+        setting = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+    return "[always]" in setting or "[madvise]" in setting
 
 
 def _pointer(tensor: Tensor | None) -> int | None:
@@ -356,8 +368,10 @@ def native_gradient(
     softmax = activation == "softmax"
     grads = [g.to(torch.float32).contiguous() for g in (grad_tp, grad_fp, grad_fn, grad_ce)]  # (no-ops as a rule)
     grad = torch.empty_like(logits)
+    # Advised before the first write faults the pages in; on huge pages the tiles are streamed out (in the source).
+    stream = 0
     if grad.nbytes >= HUGE_PAGE_MIN_BYTES and os.environ.get(HUGE_PAGES_SWITCH, "1") != "0":
-        library.softseg_advise_huge_pages(_pointer(grad), grad.nbytes)  # before the first write faults the pages in
+        stream = int(library.softseg_advise_huge_pages(_pointer(grad), grad.nbytes) == 1 and _transparent_huge_pages())
     flags = (int(softmax), int(norm == 2), int(with_ce), 0 if weight is None else 1 + (weight.shape[1] > 1))
     inputs = (_pointer(logits), *_label_arguments(labels), _pointer(dense), _pointer(weight), batch, channels, pixels)
     _run_parts(
@@ -366,7 +380,7 @@ def native_gradient(
         _part_bounds(pixels),
         lambda k: (
             *flags, *(_pointer(g) for g in grads), _pointer(shift) if softmax else None,
-            _pointer(inverse) if softmax else None, _pointer(grad),
+            _pointer(inverse) if softmax else None, _pointer(grad), stream,
         ),
     )
     return grad
