@@ -21,10 +21,9 @@ A gradient of at least :data:`HUGE_PAGE_MIN_BYTES` is advised for transparent hu
 ``MADV_HUGEPAGE``; kernels whose THP setting is ``madvise`` or ``always`` honour it): such a block is a fresh
 mapping at every step (glibc maps blocks above 32 MiB apart and unmaps them when freed), and its 4 KiB page
 faults took a third of the dense-target backward (W4, (16, 21, 256, 256): 63 -> 47 ms a compiled step). On
-such pages (THP ``always`` or ``madvise``) the backward writes the gradient with streaming stores, which do not
-read each line in first.
-``SOFTSEG_HUGE_PAGES=0`` in the environment turns the advice off; torch's own ``THP_MEM_ALLOC_ENABLE=1`` does the
-same for every large tensor.
+such pages the backward writes the gradient's tiles with streaming stores, which do not read each line in first.
+``SOFTSEG_HUGE_PAGES=0`` in the environment turns both off; torch's own ``THP_MEM_ALLOC_ENABLE=1`` advises every
+large tensor.
 """
 
 from __future__ import annotations
