@@ -43,9 +43,10 @@ constexpr int FLUSH = 64;   // vectors summed per lane in float before adding in
 constexpr int TILE_FLOATS = 4096;  // floats per tile buffer (16 KiB: three of them fill a 48 KiB L1)
 // Forward reads every class row in place, and with many rows in flight the hardware prefetchers fell behind: most
 // of the forward's time sat on the loads of the logits and the dense target (perf). Each step prefetches the line
-// this many floats ahead in every row (4 lines): W4's forward took about 10% less, its compiled step 0.83 against
-// 0.95x compiled cross-entropy (median of four fresh-process runs each). Not for one channel, whose one stream the
-// hardware keeps up with (a software prefetch slowed it before).
+// this many floats ahead in every row (4 lines): W4's forward took 10-20% less, and with the backward's streaming
+// stores (Tile::flush_grad) its compiled step read 0.83 against 0.95x compiled cross-entropy (medians of four
+// fresh-process runs each). Not for one channel, whose one stream the hardware keeps up with (a software prefetch
+// slowed it before).
 constexpr int PREFETCH_FLOATS = 64;
 constexpr float LOG2E = 1.44269504088896341f;
 constexpr float LN2 = 0.693147180559945309f;
